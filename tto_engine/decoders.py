@@ -1,0 +1,59 @@
+"""Surrogate decoders: latent [1, C, T, H, W] (model space) -> frames [F, 3, H', W'] in about [0, 1].
+
+The loop only needs frames the teacher can read and a gradient path back to the latent, so a cheap
+decoder serves: a linear latent->RGB map (free), a tiny video decoder, or the full VAE when memory allows.
+`temporal_stride` says how many video frames one decoded frame stands for (it places the teacher's
+timestamps on the real video's clock).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol, Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+class Decoder(Protocol):
+    temporal_stride: int
+
+    def __call__(self, latent: torch.Tensor) -> torch.Tensor: ...
+
+
+class LinearRGBDecoder:
+    """RGB = latent . factors + bias per latent pixel, upsampled `spatial_scale` times, mapped [-1,1] -> [0,1].
+
+    Not clamped, so pixels slightly out of range still pass gradients.
+    """
+
+    def __init__(self, factors: Sequence[Sequence[float]] | torch.Tensor, bias: Sequence[float] | None = None,
+                 spatial_scale: int = 16, temporal_stride: int = 4):
+        self.factors = torch.as_tensor(factors, dtype=torch.float32)  # [C, 3]
+        if self.factors.ndim != 2 or self.factors.shape[1] != 3:
+            raise ValueError(f"RGB factors must be [channels, 3]; got {tuple(self.factors.shape)}.")
+        self.bias = torch.as_tensor(bias if bias is not None else [0.0, 0.0, 0.0], dtype=torch.float32)
+        self.spatial_scale = spatial_scale
+        self.temporal_stride = temporal_stride
+
+    def __call__(self, latent: torch.Tensor) -> torch.Tensor:
+        if latent.ndim != 5 or latent.shape[1] != self.factors.shape[0]:
+            raise ValueError(f"Latent must be [1, {self.factors.shape[0]}, T, H, W]; got {tuple(latent.shape)}.")
+        z = latent[0].float()  # [C, T, H, W]
+        rgb = torch.einsum("cthw,ck->tkhw", z, self.factors.to(z.device)) + self.bias.to(z.device).view(1, 3, 1, 1)
+        if self.spatial_scale != 1:
+            rgb = F.interpolate(rgb, scale_factor=self.spatial_scale, mode="bilinear", align_corners=False)
+        return (rgb + 1) / 2
+
+
+class ModuleDecoder:
+    """Any differentiable callable latent -> frames [F, 3, H, W] in [0, 1] (a tiny decoder, a full VAE)."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], temporal_stride: int = 1):
+        self.fn = fn
+        self.temporal_stride = temporal_stride
+
+    def __call__(self, latent: torch.Tensor) -> torch.Tensor:
+        frames = self.fn(latent)
+        if frames.ndim != 4 or frames.shape[1] != 3:
+            raise ValueError(f"Decoder must return frames [F, 3, H, W]; got {tuple(frames.shape)}.")
+        return frames

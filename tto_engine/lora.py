@@ -1,0 +1,133 @@
+"""A trainable LoRA on a frozen module, present only while it is in use.
+
+peft builds the LoRA layers (its `lora.Linear` wraps each targeted linear) and matches the target names.
+The layers are kept outside the host module: `attached()` swaps them in for the duration of a `with`
+block and restores the original linears afterwards, so a module shared with other users (a ComfyUI
+MODEL, a diffusers pipeline) is never left changed. The weights export in ComfyUI's LoRA key format.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+
+ADAPTER = "tto"
+
+
+@dataclass(frozen=True)
+class LoRASpec:
+    rank: int = 16
+    alpha: float = 16.0
+    target_modules: str | tuple[str, ...] = ()  # regex (full match) or exact name suffixes, as in peft
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.rank < 1:
+            raise ValueError(f"LoRA rank must be at least 1, got {self.rank}.")
+        if not self.target_modules:
+            raise ValueError("LoRA target_modules is empty: name the linears to adapt (a regex or names).")
+
+
+class LoRAAdapter:
+    """LoRA layers for the linears of `module` that match `spec.target_modules`; zero effect at start."""
+
+    def __init__(self, module: nn.Module, spec: LoRASpec, dtype: torch.dtype = torch.float32):
+        from peft import LoraConfig
+        from peft.tuners.lora import layer as lora_layer
+        from peft.tuners.tuners_utils import check_target_module_exists
+
+        target = spec.target_modules if isinstance(spec.target_modules, str) else list(spec.target_modules)
+        self.config = LoraConfig(r=spec.rank, lora_alpha=spec.alpha, target_modules=target, lora_dropout=0.0,
+                                 init_lora_weights=True)
+        self.spec = spec
+        self.module = module
+        self._slots: list[tuple[nn.Module, str, nn.Module, nn.Module]] = []  # parent, child name, base, wrapper
+        self.names: list[str] = []
+        flags = {id(p): p.requires_grad for p in module.parameters()}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(spec.seed)
+            for name, child in list(module.named_modules()):
+                if not name or not isinstance(child, nn.Linear) or not check_target_module_exists(self.config, name):
+                    continue
+                parent_name, _, child_name = name.rpartition(".")
+                parent = module.get_submodule(parent_name) if parent_name else module
+                wrapper = lora_layer.Linear(child, ADAPTER, config=self.config, r=spec.rank, lora_alpha=spec.alpha,
+                                            lora_dropout=0.0, init_lora_weights=True)
+                for sub in (wrapper.lora_A[ADAPTER], wrapper.lora_B[ADAPTER]):
+                    sub.to(device=child.weight.device, dtype=dtype)
+                self._slots.append((parent, child_name, child, wrapper))
+                self.names.append(name)
+        for p in module.parameters():  # peft may flip these while wrapping; the host's flags stay as they were
+            p.requires_grad_(flags[id(p)])
+        if not self._slots:
+            raise ValueError(f"No linear layer matches the LoRA targets {spec.target_modules!r}; "
+                             "is this the right kind of model?")
+        self._attached = False
+
+    # ---------------------------------------------------------------------------------------------
+    def parameters(self) -> list[nn.Parameter]:
+        return [p for _, _, _, w in self._slots for p in (*w.lora_A[ADAPTER].parameters(),
+                                                         *w.lora_B[ADAPTER].parameters())]
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    @contextlib.contextmanager
+    def attached(self) -> Iterator[None]:
+        """Swap the LoRA layers in; host parameters are frozen meanwhile. Everything is restored on exit."""
+        if self._attached:
+            yield
+            return
+        flags = [(p, p.requires_grad) for p in self.module.parameters()]
+        try:
+            for p, _ in flags:
+                p.requires_grad_(False)
+            for parent, child_name, _, wrapper in self._slots:
+                setattr(parent, child_name, wrapper)
+            self._attached = True
+            yield
+        finally:
+            for parent, child_name, base, _ in self._slots:
+                setattr(parent, child_name, base)
+            for p, flag in flags:
+                p.requires_grad_(flag)
+            self._attached = False
+
+    # ---------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """{name}.lora_A / .lora_B weights, cloned (a snapshot that later training does not change)."""
+        out = {}
+        for name, (_, _, _, w) in zip(self.names, self._slots):
+            out[f"{name}.lora_A"] = w.lora_A[ADAPTER].weight.detach().clone()
+            out[f"{name}.lora_B"] = w.lora_B[ADAPTER].weight.detach().clone()
+        return out
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for name, (_, _, _, w) in zip(self.names, self._slots):
+            w.lora_A[ADAPTER].weight.copy_(state[f"{name}.lora_A"])
+            w.lora_B[ADAPTER].weight.copy_(state[f"{name}.lora_B"])
+
+    def to_comfy(self, rename: Callable[[str], str] = lambda n: n, prefix: str = "diffusion_model.",
+                 dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+        """ComfyUI LoRA keys: `<prefix><module>.lora_down.weight`, `.lora_up.weight` and `.alpha`.
+
+        `rename` maps this module's names to the checkpoint's original names (identity for ComfyUI models).
+        """
+        out = {}
+        for name, (_, _, _, w) in zip(self.names, self._slots):
+            key = prefix + rename(name)
+            out[f"{key}.lora_down.weight"] = w.lora_A[ADAPTER].weight.detach().to("cpu", dtype).contiguous()
+            out[f"{key}.lora_up.weight"] = w.lora_B[ADAPTER].weight.detach().to("cpu", dtype).contiguous()
+            out[f"{key}.alpha"] = torch.tensor(float(self.spec.alpha))
+        return out
+
+
+def save_comfy_lora(state: dict[str, torch.Tensor], path, metadata: dict[str, str] | None = None) -> None:
+    from safetensors.torch import save_file
+
+    save_file(state, str(path), metadata=metadata or {})
