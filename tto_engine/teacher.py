@@ -209,11 +209,11 @@ class VLMTeacher:
 
     def _patchify(self, frames, size):
         s = self.spec
-        frames = frames.float()
+        frames = frames.to(torch.promote_types(frames.dtype, torch.float32))
         if tuple(frames.shape[-2:]) != tuple(size):
             frames = F.interpolate(frames, size=size, mode="bicubic", align_corners=False, antialias=True)
-        mean = torch.tensor(s.mean, device=frames.device).view(1, 3, 1, 1)
-        std = torch.tensor(s.std, device=frames.device).view(1, 3, 1, 1)
+        mean = torch.tensor(s.mean, device=frames.device, dtype=frames.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(s.std, device=frames.device, dtype=frames.dtype).view(1, 3, 1, 1)
         frames = (frames - mean) / std
         if pad := -frames.shape[0] % s.temporal_patch_size:
             frames = torch.cat([frames, frames[-1:].expand(pad, -1, -1, -1)])
@@ -301,7 +301,8 @@ class VLMTeacher:
             kwargs["mm_encoder_outputs"] = {"video": _repeat_encoder_output(encoded, n)}
         else:
             kwargs["pixel_values_videos"] = pixels.repeat(n, 1)
-        logits = model(**kwargs).logits.float()  # [n, keep, vocab]
+        logits = model(**kwargs).logits
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # [n, keep, vocab]
 
         log_probs = logits.log_softmax(-1)
         keep = logits.shape[1]

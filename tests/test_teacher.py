@@ -1,0 +1,130 @@
+"""The differentiable teacher against the checkpoint's own processor, and its scoring properties."""
+
+import pytest
+import torch
+from transformers import AutoProcessor
+from transformers.video_utils import VideoMetadata
+
+from tto_engine import Query, VLMTeacher, sample_frame_indices
+
+QUERIES = [Query("Does the yellow ball reach the red square?", "goal"),
+           Query("Does the ball avoid every X?", "process"),
+           Query("Does the ball leave the maze?", "process", 2.0, "No")]
+
+
+@pytest.fixture(scope="module")
+def processor(tiny_teacher_dir):
+    return AutoProcessor.from_pretrained(tiny_teacher_dir, local_files_only=True)
+
+
+def frames_of(t, h, w, seed=0):
+    return torch.rand(t, 3, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+# sizes already on the 32-pixel grid, sizes that need resizing, and odd frame counts (temporal padding)
+SHAPES = [(8, 64, 64), (5, 64, 96), (6, 72, 100), (24, 96, 160)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_preprocessing_matches_the_checkpoint_processor(teacher, processor, shape):
+    frames = frames_of(*shape)
+    mine, grid = teacher.preprocess_video(frames)
+    ref = processor.video_processor(videos=[frames * 255], do_sample_frames=False, return_tensors="pt",
+                                    cap_pixels_per_frame=False)
+    assert grid.tolist() == ref["video_grid_thw"].tolist()
+    assert mine.shape == ref["pixel_values_videos"].shape
+    on_grid = shape[1] % 32 == 0 and shape[2] % 32 == 0
+    tolerance = 1e-6 if on_grid else 1e-5  # resizing: the same bicubic kernel, float rounding apart
+    assert (mine - ref["pixel_values_videos"]).abs().max() < tolerance
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_prompt_layout_matches_the_processor(teacher, processor, shape):
+    frames = frames_of(*shape)
+    _, grid = teacher.preprocess_video(frames)
+    indices = list(range(0, 3 * shape[0], 3))
+    question = QUERIES[0].text
+    text = processor.apply_chat_template([{"role": "user", "content": [{"type": "video"},
+                                                                       {"type": "text", "text": question}]}],
+                                         tokenize=False, add_generation_prompt=True)
+    ref = processor(text=[text], videos=[frames * 255], do_sample_frames=False, return_tensors="pt",
+                    video_metadata=[VideoMetadata(total_num_frames=3 * shape[0], fps=24, frames_indices=indices)],
+                    cap_pixels_per_frame=False)
+    ids, types = teacher.video_prompt(question, grid, [i / 24 for i in indices])
+    assert ids == ref["input_ids"][0].tolist()
+    assert types == ref["mm_token_type_ids"][0].tolist()
+
+
+def test_gradients_reach_the_pixels_and_match_finite_differences(teacher):
+    frames = frames_of(4, 64, 64, seed=1).double().requires_grad_()
+    teacher.model.double()
+    try:
+        loss = teacher.score(frames, QUERIES[:1]).losses.sum()
+        (grad,) = torch.autograd.grad(loss, frames)
+        assert grad.abs().sum() > 0
+        # Along the gradient the change is largest; some Qwen layers compute in float32 even in a float64
+        # model, so the step must be large enough to rise above that rounding.
+        direction = grad / grad.norm()
+        eps = 1e-2
+        with torch.no_grad():
+            plus = teacher.score(frames + eps * direction, QUERIES[:1]).losses.sum()
+            minus = teacher.score(frames - eps * direction, QUERIES[:1]).losses.sum()
+        numeric = (plus - minus) / (2 * eps)
+        assert torch.allclose(numeric, grad.norm(), rtol=1e-3)
+    finally:
+        teacher.model.float()
+
+
+def test_one_vision_pass_equals_separate_passes(teacher):
+    frames = frames_of(6, 64, 96, seed=2).requires_grad_()
+    shared = teacher.score(frames, QUERIES, share_vision=True)
+    (g_shared,) = torch.autograd.grad(shared.losses.sum(), frames)
+    separate = teacher.score(frames, QUERIES, share_vision=False)
+    (g_separate,) = torch.autograd.grad(separate.losses.sum(), frames)
+    assert torch.allclose(shared.losses, separate.losses, atol=1e-6)
+    assert torch.allclose(g_shared, g_separate, rtol=1e-4, atol=1e-8)
+    # and batching equals asking each question alone
+    alone = torch.stack([teacher.score(frames, [q]).losses[0] for q in QUERIES])
+    assert torch.allclose(shared.losses, alone, atol=1e-5)
+
+
+def test_losses_are_answer_nll_and_scores_compare_yes_with_no(teacher):
+    frames = frames_of(4, 64, 64, seed=3)
+    yes, no = Query("Is the ball red?", "goal", 1.0, "Yes"), Query("Is the ball red?", "goal", 1.0, "No")
+    s = teacher.score(frames, [yes, no])
+    p_yes, p_no = torch.exp(-s.losses[0]), torch.exp(-s.losses[1])
+    assert torch.allclose(s.p_yes[0], p_yes.detach(), rtol=1e-5)
+    assert torch.allclose(s.scores[0], (p_yes / (p_yes + p_no)).detach(), rtol=1e-5)
+    assert torch.allclose(s.scores[0] + s.scores[1], torch.tensor(1.0), atol=1e-5)
+
+
+def test_frame_sampling_is_uniform_with_both_ends():
+    assert sample_frame_indices(89, 24)[0] == 0 and sample_frame_indices(89, 24)[-1] == 88
+    assert len(sample_frame_indices(89, 24)) == 24
+    idx = sample_frame_indices(89, 24)
+    gaps = [b - a for a, b in zip(idx, idx[1:])]
+    assert max(gaps) - min(gaps) <= 1
+    assert sample_frame_indices(9, 24) == list(range(9))  # fewer frames than K: all of them
+    with pytest.raises(ValueError):
+        sample_frame_indices(0, 4)
+
+
+def test_bad_inputs_get_clear_errors(teacher, tmp_path):
+    with pytest.raises(ValueError, match=r"\[T, 3, H, W\]"):
+        teacher.score(torch.rand(4, 64, 64, 3), QUERIES)
+    with pytest.raises(ValueError, match="No queries"):
+        teacher.score(frames_of(4, 64, 64), [])
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        VLMTeacher.from_pretrained(tmp_path / "missing")
+    with pytest.raises(ValueError, match="empty"):
+        teacher.propose_queries("  ", None)
+
+
+def test_query_synthesis_never_crashes_and_reports_its_source(teacher):
+    proposal = teacher.propose_queries("Move the yellow ball to the red square.", frames_of(1, 64, 64)[0],
+                                       max_new_tokens=24)
+    assert proposal.source in ("teacher", "fallback")
+    assert [q.kind for q in proposal.queries].count("goal") == 1
+    assert 1 <= [q.kind for q in proposal.queries].count("process") <= 3
+    if proposal.source == "fallback":
+        assert proposal.notes and proposal.raw is not None
