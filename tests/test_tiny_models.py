@@ -220,6 +220,15 @@ def test_qwen_builds_are_deterministic(qwen3_dir, work):
     assert (other / "tokenizer.json").read_bytes() == (qwen3_dir / "tokenizer.json").read_bytes()
 
 
+def test_builders_refuse_to_replace_unrelated_folders(work):
+    folder = work / "not_a_checkpoint"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError):
+        tiny.build_tiny_qwen3vl(folder)
+    assert (folder / "notes.txt").read_text() == "keep me"
+
+
 def test_qwen_weights_are_explicitly_filled(qwen3_dir, qwen25_dir):
     for folder in (qwen3_dir, qwen25_dir):
         sd = load_file(folder / "model.safetensors")

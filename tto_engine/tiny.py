@@ -33,6 +33,7 @@ import os
 import pathlib
 import shutil
 import struct
+import sys
 import zlib
 from typing import Callable, Iterable
 
@@ -156,6 +157,8 @@ _ST_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"
 def _write_safetensors(path, specs: Iterable[tuple[str, tuple[int, ...]]], make: Callable[[str, tuple], torch.Tensor],
                        dtype: torch.dtype, metadata: dict | None = None) -> pathlib.Path:
     """Write a safetensors file tensor by tensor. ``make(name, shape)`` returns a float tensor."""
+    if sys.byteorder != "little":
+        raise RuntimeError("safetensors files are little-endian; this writer assumes a little-endian host")
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     specs = sorted((name, tuple(int(s) for s in shape)) for name, shape in specs)
@@ -353,11 +356,20 @@ def build_tiny_tokenizer(vocab_size: int = _TOKENIZER_VOCAB_SIZE):
 # Tiny Qwen-VL teachers
 # ----------------------------------------------------------------------------------------------------
 
+_HF_FILES = ("config.json", "model.safetensors", "generation_config.json", "tokenizer.json",
+             "tokenizer_config.json", "processor_config.json", "chat_template.jinja")
+
+
 def _fresh_dir(out_dir) -> pathlib.Path:
+    """An empty folder at ``out_dir``; an existing one is replaced only if it holds a checkpoint's files."""
     out = pathlib.Path(out_dir)
-    if out.exists():
+    if out.is_dir() and any(out.iterdir()):
+        if not any((out / name).is_file() for name in _HF_FILES):
+            raise ValueError(f"refusing to replace {out}: it is not empty and holds no checkpoint files")
         shutil.rmtree(out)
-    out.mkdir(parents=True)
+    elif out.exists() and not out.is_dir():
+        raise ValueError(f"{out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
     return out
 
 
