@@ -62,7 +62,8 @@ class LoRAAdapter:
                 self._slots.append((parent, child_name, child, wrapper))
                 self.names.append(name)
         for p in module.parameters():  # peft may flip these while wrapping; the host's flags stay as they were
-            p.requires_grad_(flags[id(p)])
+            if p.requires_grad != flags[id(p)]:
+                p.requires_grad_(flags[id(p)])
         if not self._slots:
             raise ValueError(f"No linear layer matches the LoRA targets {spec.target_modules!r}; "
                              "is this the right kind of model?")
@@ -82,7 +83,7 @@ class LoRAAdapter:
         if self._attached:
             yield
             return
-        flags = [(p, p.requires_grad) for p in self.module.parameters()]
+        flags = [(p, p.requires_grad) for p in self.module.parameters() if p.requires_grad]
         try:
             for p, _ in flags:
                 p.requires_grad_(False)

@@ -1,0 +1,19 @@
+"""The pack's nodes, registered with ComfyUI through the V3 extension API."""
+
+from typing_extensions import override
+
+from comfy_api.latest import ComfyExtension, io
+
+from .teacher_nodes import RewardQuery, TeacherAnalyze, VLMScore, VLMTeacherLoader, register_folders
+from .tto_nodes import LoadConditioning, LoRAAttach, TTOLoop
+
+
+class VLMTeacherExtension(ComfyExtension):
+    @override
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return [VLMTeacherLoader, TeacherAnalyze, RewardQuery, VLMScore, LoRAAttach, TTOLoop, LoadConditioning]
+
+
+async def comfy_entrypoint() -> VLMTeacherExtension:
+    register_folders()
+    return VLMTeacherExtension()

@@ -1,0 +1,215 @@
+"""Nodes around the teacher VLM: load it, let it write queries, add your own queries, grade a video."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+
+import comfy.model_management
+import folder_paths
+from comfy_api.latest import io
+
+from ..tto_engine import Query, VLMTeacher, combine_losses, sample_frame_indices
+from .types import QUERIES, TEACHER
+
+LLM_FOLDER = "LLM"
+
+
+def register_folders():
+    """models/LLM holds VLM checkpoint folders; models/conditioning holds saved text embeddings.
+    Paths named in extra_model_paths.yaml are kept; the default folder is added after them."""
+    for name in (LLM_FOLDER, "conditioning"):
+        folder_paths.add_model_folder_path(name, os.path.join(folder_paths.models_dir, name))
+
+
+def vlm_folders() -> list[str]:
+    """Checkpoint folders (holding config.json) under every models/LLM path, one or two levels deep."""
+    found = set()
+    for base in folder_paths.get_folder_paths(LLM_FOLDER):
+        if not os.path.isdir(base):
+            continue
+        for entry in sorted(os.listdir(base)):
+            path = os.path.join(base, entry)
+            if os.path.isfile(os.path.join(path, "config.json")):
+                found.add(entry)
+            elif os.path.isdir(path):
+                found.update(f"{entry}/{sub}" for sub in os.listdir(path)
+                             if os.path.isfile(os.path.join(path, sub, "config.json")))
+    return sorted(found)
+
+
+def vlm_path(name: str) -> str | None:
+    for base in folder_paths.get_folder_paths(LLM_FOLDER):
+        path = os.path.join(base, name)
+        if os.path.isfile(os.path.join(path, "config.json")):
+            return path
+    return None
+
+
+def image_to_frames(images: torch.Tensor) -> torch.Tensor:
+    """ComfyUI IMAGE [N, H, W, 3] -> engine frames [N, 3, H, W]."""
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"Expected video frames as an IMAGE batch [frames, height, width, 3]; got "
+                         f"{tuple(images.shape)}. (An RGBA image? Drop the alpha channel first.)")
+    return images.movedim(-1, 1)
+
+
+_DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+class VLMTeacherLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VLMTeacherLoader",
+            display_name="Load VLM Teacher",
+            category="video reasoning/teacher",
+            description="Loads a Qwen3-VL or Qwen2.5-VL checkpoint folder from models/LLM (for example "
+                        "models/LLM/Qwen3-VL-4B-Instruct with config.json, *.safetensors and the tokenizer "
+                        "files). Local files only; nothing is downloaded.",
+            inputs=[
+                io.Combo.Input("model_name", options=vlm_folders(),
+                               tooltip="A checkpoint folder under models/LLM."),
+                io.Combo.Input("dtype", options=list(_DTYPES), default="auto",
+                               tooltip="Weight precision. auto: bf16 on GPU, fp32 on CPU."),
+                io.Boolean.Input("gradient_checkpointing", default=False,
+                                 tooltip="Recompute the teacher's activations during backward: much less memory "
+                                         "for TTOLoop at real video sizes, somewhat slower."),
+                io.Int.Input("max_video_pixels", default=0, min=0, max=1 << 30, step=1024,
+                             tooltip="Pixel budget for a graded clip (frames x height x width for Qwen3-VL, per "
+                                     "frame for Qwen2.5-VL). 0 keeps the checkpoint's own setting."),
+            ],
+            outputs=[io.Custom(TEACHER).Output(display_name="teacher")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, model_name, **_):
+        if vlm_path(model_name) is None:
+            return (f"VLM folder '{model_name}' not found under models/{LLM_FOLDER}: put the checkpoint folder "
+                    f"(config.json, weights, tokenizer) there.")
+        return True
+
+    @classmethod
+    def execute(cls, model_name, dtype, gradient_checkpointing, max_video_pixels) -> io.NodeOutput:
+        path = vlm_path(model_name)
+        if path is None:
+            raise ValueError(f"VLM folder '{model_name}' not found under models/{LLM_FOLDER}.")
+        device = comfy.model_management.get_torch_device()
+        chosen = _DTYPES[dtype] or (torch.float32 if device.type == "cpu" else torch.bfloat16)
+        teacher = VLMTeacher.from_pretrained(path, dtype=chosen, device=device,
+                                             gradient_checkpointing=gradient_checkpointing,
+                                             max_video_pixels=max_video_pixels or None)
+        return io.NodeOutput(teacher)
+
+
+class TeacherAnalyze(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="TeacherAnalyze",
+            display_name="Teacher: Write Queries",
+            category="video reasoning/teacher",
+            description="The teacher reads the instruction and the first frame and writes one goal question and "
+                        "one to three process questions, each phrased so that 'Yes' means the rule was followed. "
+                        "If its reply is unusable, questions are derived from the instruction and the report "
+                        "says so.",
+            inputs=[
+                io.Custom(TEACHER).Input("teacher", tooltip="From Load VLM Teacher."),
+                io.String.Input("instruction", multiline=True, default="",
+                                tooltip="The task, as given to the video model."),
+                io.Int.Input("max_new_tokens", default=256, min=16, max=2048,
+                             tooltip="Length limit of the teacher's reply."),
+                io.Image.Input("first_frame", optional=True,
+                               tooltip="The first frame of the task (the first image of the batch is used)."),
+                io.Custom(QUERIES).Input("queries", optional=True,
+                                         tooltip="Queries to keep in front of the teacher's (e.g. your own)."),
+            ],
+            outputs=[io.Custom(QUERIES).Output(display_name="queries"),
+                     io.String.Output(display_name="queries_json"),
+                     io.String.Output(display_name="report")],
+        )
+
+    @classmethod
+    def execute(cls, teacher, instruction, max_new_tokens, first_frame=None, queries=None) -> io.NodeOutput:
+        frame = image_to_frames(first_frame)[0] if first_frame is not None else None
+        proposal = teacher.propose_queries(instruction, frame, max_new_tokens)
+        combined = tuple(queries or ()) + tuple(proposal.queries)
+        report = json.dumps({"source": proposal.source, "notes": proposal.notes, "reply": proposal.raw}, indent=2)
+        return io.NodeOutput(combined, json.dumps([q.to_dict() for q in combined], indent=2), report)
+
+
+class RewardQuery(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="RewardQuery",
+            display_name="Reward Query",
+            category="video reasoning/teacher",
+            description="Adds one yes/no question to a query list. Chain several to build the teacher's rubric.",
+            inputs=[
+                io.String.Input("question", multiline=True,
+                                default="By the end of the video, is the task accomplished?",
+                                tooltip="A yes/no question about the video."),
+                io.Combo.Input("kind", options=["goal", "process"], default="goal",
+                               tooltip="goal: the final state; process: a rule that must hold throughout."),
+                io.Float.Input("weight", default=1.0, min=0.01, max=100.0, step=0.01,
+                               tooltip="Weight within its kind (goal or process)."),
+                io.Combo.Input("expected_answer", options=["Yes", "No"], default="Yes",
+                               tooltip="The answer that means the rule was followed."),
+                io.Custom(QUERIES).Input("queries", optional=True, tooltip="Queries to append this one to."),
+            ],
+            outputs=[io.Custom(QUERIES).Output(display_name="queries")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, question, **_):
+        return True if str(question).strip() else "The question is empty: write a yes/no question."
+
+    @classmethod
+    def execute(cls, question, kind, weight, expected_answer, queries=None) -> io.NodeOutput:
+        return io.NodeOutput(tuple(queries or ()) + (Query(question.strip(), kind, weight, expected_answer),))
+
+
+class VLMScore(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VLMScore",
+            display_name="Teacher: Score Video",
+            category="video reasoning/teacher",
+            is_output_node=True,
+            description="Grades video frames against the queries: per-query satisfaction P(expected)/(P(Yes)+"
+                        "P(No)) and the combined total, with the same K-frame sampling as TTOLoop.",
+            inputs=[
+                io.Custom(TEACHER).Input("teacher", tooltip="From Load VLM Teacher."),
+                io.Image.Input("images", tooltip="The video's frames (an IMAGE batch)."),
+                io.Custom(QUERIES).Input("queries", tooltip="The questions to ask."),
+                io.Int.Input("frames", default=24, min=1, max=256, tooltip="K frames sampled uniformly "
+                             "(first and last included) and shown to the teacher."),
+                io.Float.Input("fps", default=24.0, min=1.0, max=120.0, tooltip="Frame rate of the video "
+                               "(places the frame timestamps the teacher sees)."),
+                io.Float.Input("goal_weight", default=0.5, min=0.0, max=1.0, step=0.05,
+                               tooltip="lambda: weight of the goal term against the mean process term."),
+            ],
+            outputs=[io.Float.Output(display_name="score"), io.Float.Output(display_name="loss"),
+                     io.String.Output(display_name="report")],
+        )
+
+    @classmethod
+    def execute(cls, teacher, images, queries, frames, fps, goal_weight) -> io.NodeOutput:
+        if not queries:
+            raise ValueError("No queries to score against: connect RewardQuery or TeacherAnalyze.")
+        video = image_to_frames(images)
+        idx = sample_frame_indices(video.shape[0], frames)
+        graded = teacher.score(video[idx], list(queries), [i / fps for i in idx])
+        losses = graded.losses.float().cpu()
+        score = float(combine_losses(graded.scores, list(queries), goal_weight))
+        loss = float(combine_losses(losses, list(queries), goal_weight))
+        rows = [{"question": q.text, "kind": q.kind, "expected": q.answer, "score": round(float(s), 4),
+                 "p_yes": round(float(p), 6), "nll": round(float(l), 4)}
+                for q, s, p, l in zip(queries, graded.scores, graded.p_yes, losses)]
+        report = json.dumps({"score": round(score, 4), "loss": round(loss, 4), "frames": len(idx),
+                             "queries": rows}, indent=2)
+        return io.NodeOutput(score, loss, report, ui={"text": [report]})

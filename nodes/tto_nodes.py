@@ -1,0 +1,207 @@
+"""Nodes for the test-time loop: mark a Wan MODEL for LoRA training, then run the teacher-guided loop."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+import comfy.samplers
+import comfy.sd
+import comfy.utils
+from comfy_api.latest import io
+
+from ..tto_engine import GRADIENT_MODES, LoRAAdapter, LoRASpec, TTOConfig, run_tto
+from .comfy_reasoner import (LORA_TARGET_PRESETS, autograd_usable, clone_tensors, interrupted_check,
+                             linear_rgb_decoder, run_with_comfy_model, vae_decoder, wan_diffusion_model)
+from .report import render_reward_curve, tto_report
+from .types import LORA_ATTACHMENT, QUERIES, TEACHER
+
+log = logging.getLogger(__name__)
+
+
+class LoRAAttach(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="LoRAAttach",
+            display_name="Attach Trainable LoRA",
+            category="video reasoning/test-time",
+            description="Marks a Wan MODEL for test-time LoRA training by TTOLoop. The incoming MODEL is not "
+                        "changed; the LoRA exists only inside TTOLoop, starting from zero effect each run.",
+            inputs=[
+                io.Model.Input("model", tooltip="A Wan video model, e.g. Wan 2.2 TI2V-5B from UNETLoader."),
+                io.Int.Input("rank", default=16, min=1, max=256, tooltip="LoRA rank (the paper uses 16)."),
+                io.Float.Input("alpha", default=16.0, min=0.01, max=1024.0, step=0.01,
+                               tooltip="LoRA alpha; the update is scaled by alpha / rank."),
+                io.Combo.Input("targets", options=list(LORA_TARGET_PRESETS), default="attention+ffn",
+                               tooltip="Which linears of every transformer block get a LoRA."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFF,
+                             tooltip="Seed of the LoRA's random down-projection init (the up-projection "
+                                     "starts at zero)."),
+            ],
+            outputs=[io.Model.Output(display_name="model")],
+        )
+
+    @classmethod
+    def execute(cls, model, rank, alpha, targets, seed) -> io.NodeOutput:
+        wan_diffusion_model(model)
+        marked = model.clone()
+        marked.attachments[LORA_ATTACHMENT] = LoRASpec(rank=rank, alpha=alpha,
+                                                       target_modules=LORA_TARGET_PRESETS[targets], seed=seed)
+        return io.NodeOutput(marked)
+
+
+class TTOLoop(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="TTOLoop",
+            display_name="Test-Time Teacher Loop",
+            category="video reasoning/test-time",
+            description="Adapts the LoRA to this one instance: predicts the clean video from the fixed noise, "
+                        "lets the teacher grade it with the queries, and steps the LoRA until the loss reaches "
+                        "the threshold (or max_iterations). Then samples the final video with the adapted LoRA "
+                        "and the same seed, exactly as a stock KSampler would.",
+            inputs=[
+                io.Model.Input("model", tooltip="From Attach Trainable LoRA."),
+                io.Conditioning.Input("positive", tooltip="Prompt conditioning (stock text encoder)."),
+                io.Conditioning.Input("negative", tooltip="Negative conditioning (used when cfg > 1)."),
+                io.Latent.Input("latent", tooltip="From Wan22ImageToVideoLatent; its noise_mask keeps the "
+                                                  "first frame fixed."),
+                io.Custom(TEACHER).Input("teacher", tooltip="From Load VLM Teacher."),
+                io.Custom(QUERIES).Input("queries", tooltip="From TeacherAnalyze and/or RewardQuery."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Noise seed; the same noise is used in every iteration and the final run."),
+                io.Int.Input("steps", default=4, min=1, max=100, tooltip="Sampling steps of the final run "
+                             "(4 for step-distilled Wan)."),
+                io.Float.Input("cfg", default=1.0, min=0.0, max=30.0, step=0.1,
+                               tooltip="Classifier-free guidance (1.0 for distilled models: one pass per step)."),
+                io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS, default="euler",
+                               tooltip="Sampler of the final run."),
+                io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default="simple",
+                               tooltip="Noise schedule of the final run (also places the loop's noise levels)."),
+                io.Int.Input("max_iterations", default=40, min=1, max=1000,
+                             tooltip="Upper bound on teacher-guided updates (the paper: 40, ~16 used on average)."),
+                io.Float.Input("learning_rate", default=5e-5, min=1e-7, max=1.0, step=1e-6,
+                               tooltip="AdamW learning rate of the LoRA."),
+                io.Float.Input("loss_threshold", default=0.22, min=0.0, max=50.0, step=0.01,
+                               tooltip="Stop once the teacher loss is at or below this (0.22 ~ 0.8 mean "
+                                       "confidence in the expected answers)."),
+                io.Int.Input("frames", default=24, min=1, max=256,
+                             tooltip="K: frames sampled uniformly from the predicted video for the teacher."),
+                io.Float.Input("goal_weight", default=0.5, min=0.0, max=1.0, step=0.05,
+                               tooltip="lambda: goal term weight against the mean process term."),
+                io.Combo.Input("gradient_mode", options=list(GRADIENT_MODES), default="first",
+                               tooltip="first: gradient through the first step's clean estimate (the paper's "
+                                       "choice); last: through the last step; all: through every step."),
+                io.Float.Input("video_fps", default=24.0, min=1.0, max=120.0,
+                               tooltip="Frame rate of the decoded video (places the teacher's timestamps)."),
+                io.Vae.Input("loop_decoder", optional=True,
+                             tooltip="Decoder for the loop's predictions: a tiny TAEHV (taew2_2) is fast; the "
+                                     "full Wan VAE is exact but costly. Empty: the latent format's linear RGB map."),
+            ],
+            outputs=[
+                io.Model.Output(display_name="model", tooltip="The model with the adapted LoRA applied."),
+                io.Latent.Output(display_name="latent", tooltip="The final sample (same seed)."),
+                io.LoraModel.Output(display_name="lora", tooltip="The adapted LoRA (save with Save LoRA Weights)."),
+                io.Image.Output(display_name="reward_curve"),
+                io.String.Output(display_name="report"),
+            ],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, latent, teacher, queries, seed, steps, cfg, sampler_name,
+                scheduler, max_iterations, learning_rate, loss_threshold, frames, goal_weight, gradient_mode,
+                video_fps, loop_decoder=None) -> io.NodeOutput:
+        spec = model.attachments.get(LORA_ATTACHMENT)
+        if spec is None:
+            raise ValueError("TTOLoop needs a MODEL from 'Attach Trainable LoRA' (LoRAAttach): connect the Wan "
+                             "model through it first.")
+        module = wan_diffusion_model(model)
+        queries = list(queries or ())
+        if not queries:
+            raise ValueError("The query list is empty: connect RewardQuery or TeacherAnalyze to 'queries'.")
+        samples = latent["samples"]
+        if samples.ndim != 5:
+            raise ValueError(f"TTOLoop needs a video latent [batch, channels, frames, height, width]; got "
+                             f"{tuple(samples.shape)} (use Wan22ImageToVideoLatent).")
+        config = TTOConfig(max_iterations=max_iterations, lr=learning_rate, loss_threshold=loss_threshold,
+                           goal_weight=goal_weight, num_frames=frames, steps=steps, gradient_mode=gradient_mode,
+                           video_fps=video_fps)
+        decoder = vae_decoder(loop_decoder, model) if loop_decoder is not None else linear_rgb_decoder(model)
+        frozen = [module, teacher.model] + ([loop_decoder.first_stage_model] if loop_decoder is not None else [])
+        progress = comfy.utils.ProgressBar(max_iterations)
+        node_id = cls.hidden.unique_id
+
+        def on_iteration(record):
+            interrupted_check()
+            progress.update_absolute(record.iteration, max_iterations)
+            message = f"TTO iteration {record.iteration}/{max_iterations}: loss {record.loss:.4f}"
+            log.info(message)
+            _progress_text(message, node_id)
+
+        def loop(reasoner, noise, latent_image, denoise_mask):
+            with autograd_usable(*frozen):
+                lora = LoRAAdapter(module, spec)  # built once the model sits on its device
+                return run_tto(reasoner, decoder, teacher, queries, lora, noise, latent_image, denoise_mask,
+                               config, on_iteration)
+
+        with torch.inference_mode(False), torch.enable_grad():
+            result = run_with_comfy_model(model, clone_tensors(positive), clone_tensors(negative),
+                                          clone_tensors(latent), seed, steps, cfg, sampler_name, scheduler, loop)
+        lora_state = result.lora.to_comfy()
+        adapted, _ = comfy.sd.load_lora_for_models(model, None, lora_state, 1.0, 0)
+        final = _stock_ksampler(adapted, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent)
+        report = tto_report(result, queries, config)
+        curve = render_reward_curve(result.history, queries, loss_threshold)
+        return io.NodeOutput(adapted, final, lora_state, curve, report, ui={"text": [report]})
+
+
+def _stock_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent):
+    """The stock KSampler path itself, so a downstream KSampler with the same seed gives the same latent."""
+    import nodes as comfy_nodes  # ComfyUI's top-level nodes.py (this pack imports its own modules relatively)
+
+    return comfy_nodes.common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative,
+                                       latent)[0]
+
+
+def _progress_text(message, node_id):
+    try:
+        from server import PromptServer
+
+        PromptServer.instance.send_progress_text(message, node_id)
+    except (ImportError, AttributeError):  # older hosts without progress text
+        pass
+
+
+class LoadConditioning(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        import folder_paths
+
+        return io.Schema(
+            node_id="LoadConditioningFile",
+            display_name="Load Conditioning File",
+            category="video reasoning/utils",
+            description="Loads saved text-encoder output (a safetensors file in models/conditioning holding a "
+                        "tensor 'conditioning' of shape [1, tokens, dim]) as CONDITIONING. Useful for "
+                        "benchmarks with precomputed prompts and for the tiny demo, which has no umt5-xxl.",
+            inputs=[io.Combo.Input("file", options=folder_paths.get_filename_list("conditioning"),
+                                   tooltip="A file under models/conditioning.")],
+            outputs=[io.Conditioning.Output(display_name="conditioning")],
+        )
+
+    @classmethod
+    def execute(cls, file) -> io.NodeOutput:
+        import folder_paths
+
+        path = folder_paths.get_full_path_or_raise("conditioning", file)
+        tensors = comfy.utils.load_torch_file(path)
+        if "conditioning" not in tensors:
+            raise ValueError(f"'{file}' holds {sorted(tensors)}; expected a tensor named 'conditioning'.")
+        cond = tensors["conditioning"]
+        if cond.ndim == 2:
+            cond = cond[None]
+        return io.NodeOutput([[cond, {}]])
