@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from tto_runner import (PACK_NAME, REPO_ROOT, ComfyClient, LocalComfy, PromptFailed, PromptInterrupted,
-                        PromptRejected)
+                        PromptRejected, ServerStartError)
 
 BROKEN = "tto-harness-broken-node"  # a custom node that fails to import on purpose
 MISSING = "TTOHarnessNoSuchNode"
@@ -98,6 +98,14 @@ def test_server_layout_and_log(server):
     assert "--database-url sqlite:///:memory:" in log and "--preview-method none" in log
     assert "To see the GUI go to" in log
     assert str(server.log_path) == str(server.base_dir / "comfyui.log")
+
+
+def test_start_failure_reports_the_log(tmp_path):
+    srv = LocalComfy(base_dir=tmp_path / "dead", extra_args=["--tto-no-such-flag"])
+    with pytest.raises(ServerStartError) as failed:
+        srv.start(timeout=60)
+    assert "exited with code" in str(failed.value) and "--tto-no-such-flag" in str(failed.value)
+    assert not srv.running
 
 
 def test_import_failures_are_detected(server):
