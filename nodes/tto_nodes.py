@@ -130,7 +130,6 @@ class TTOLoop(io.ComfyNode):
         config = TTOConfig(max_iterations=max_iterations, lr=learning_rate, loss_threshold=loss_threshold,
                            goal_weight=goal_weight, num_frames=frames, steps=steps, gradient_mode=gradient_mode,
                            video_fps=video_fps)
-        decoder = vae_decoder(loop_decoder, model) if loop_decoder is not None else linear_rgb_decoder(model)
         frozen = [module, teacher.model] + ([loop_decoder.first_stage_model] if loop_decoder is not None else [])
         progress = comfy.utils.ProgressBar(max_iterations)
         node_id = cls.hidden.unique_id
@@ -148,7 +147,8 @@ class TTOLoop(io.ComfyNode):
                 return run_tto(reasoner, decoder, teacher, queries, lora, noise, latent_image, denoise_mask,
                                config, on_iteration)
 
-        with torch.inference_mode(False), torch.enable_grad():
+        with torch.inference_mode(False), torch.enable_grad():  # tensors made here can be saved for backward
+            decoder = vae_decoder(loop_decoder, model) if loop_decoder is not None else linear_rgb_decoder(model)
             result = run_with_comfy_model(model, clone_tensors(positive), clone_tensors(negative),
                                           clone_tensors(latent), seed, steps, cfg, sampler_name, scheduler, loop)
         lora_state = result.lora.to_comfy()
