@@ -36,7 +36,7 @@ class LoRAAttach(io.ComfyNode):
                                tooltip="LoRA alpha; the update is scaled by alpha / rank."),
                 io.Combo.Input("targets", options=list(LORA_TARGET_PRESETS), default="attention+ffn",
                                tooltip="Which linears of every transformer block get a LoRA."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFF,
+                io.Int.Input("init_seed", default=0, min=0, max=0xFFFFFFFF,
                              tooltip="Seed of the LoRA's random down-projection init (the up-projection "
                                      "starts at zero)."),
             ],
@@ -44,11 +44,11 @@ class LoRAAttach(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, rank, alpha, targets, seed) -> io.NodeOutput:
+    def execute(cls, model, rank, alpha, targets, init_seed) -> io.NodeOutput:
         wan_diffusion_model(model)
         marked = model.clone()
         marked.attachments[LORA_ATTACHMENT] = LoRASpec(rank=rank, alpha=alpha,
-                                                       target_modules=LORA_TARGET_PRESETS[targets], seed=seed)
+                                                       target_modules=LORA_TARGET_PRESETS[targets], seed=init_seed)
         return io.NodeOutput(marked)
 
 
@@ -107,6 +107,8 @@ class TTOLoop(io.ComfyNode):
                 io.LoraModel.Output(display_name="lora", tooltip="The adapted LoRA (save with Save LoRA Weights)."),
                 io.Image.Output(display_name="reward_curve"),
                 io.String.Output(display_name="report"),
+                io.Int.Output(display_name="iterations", tooltip="Iterations the loop ran (e.g. for Save LoRA "
+                                                                   "Weights' steps)."),
             ],
             hidden=[io.Hidden.unique_id],
         )
@@ -156,7 +158,7 @@ class TTOLoop(io.ComfyNode):
         final = _stock_ksampler(adapted, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent)
         report = tto_report(result, queries, config)
         curve = render_reward_curve(result.history, queries, loss_threshold)
-        return io.NodeOutput(adapted, final, lora_state, curve, report, ui={"text": [report]})
+        return io.NodeOutput(adapted, final, lora_state, curve, report, result.iterations, ui={"text": [report]})
 
 
 def _stock_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent):

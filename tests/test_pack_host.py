@@ -240,5 +240,9 @@ def test_ui_workflows_load_in_the_real_frontend(server, ui_path):
                                        node_types=PACK_NODES)
     assert result["missing_node_types"] == []
     assert result["page_errors"] == []
+    assert result["widget_mismatches"] == []
     assert result["node_count"] == len(json.loads(ui_path.read_text())["nodes"])
+    # what the frontend itself would queue for this UI file is the shipped API file
+    queued = {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in result["api_prompt"].items()}
+    assert queued == json.loads((REPO_ROOT / "workflows" / "api" / ui_path.name).read_text())
     assert (ARTIFACTS / f"{ui_path.stem}.png").stat().st_size > 0
