@@ -67,6 +67,8 @@ def tto_report(result, queries, config) -> str:
         "first_loss": result.history[0].loss if result.history else None,
         "final_loss": result.final_loss,
         "loss_threshold": config.loss_threshold,
+        "decoded_frames": result.decoded_frames,
+        "teacher_frames": result.teacher_frames,
         "queries": [{"question": q.text, "kind": q.kind, "expected": q.answer,
                      "first_score": round(result.history[0].query_scores[i], 4),
                      "final_score": round(last.query_scores[i], 4)} for i, q in enumerate(queries)] if last else [],

@@ -129,6 +129,9 @@ class TTOLoop(io.ComfyNode):
         if samples.ndim != 5:
             raise ValueError(f"TTOLoop needs a video latent [batch, channels, frames, height, width]; got "
                              f"{tuple(samples.shape)} (use Wan22ImageToVideoLatent).")
+        if samples.shape[0] != 1:
+            raise ValueError(f"TTOLoop adapts a LoRA to one instance at a time; the latent holds a batch of "
+                             f"{samples.shape[0]}. Set batch_size to 1 (queue several prompts for several seeds).")
         config = TTOConfig(max_iterations=max_iterations, lr=learning_rate, loss_threshold=loss_threshold,
                            goal_weight=goal_weight, num_frames=frames, steps=steps, gradient_mode=gradient_mode,
                            video_fps=video_fps)

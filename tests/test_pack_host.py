@@ -92,12 +92,12 @@ def test_tiny_demo_workflow_end_to_end(client, server, tmp_path):
     prompt = json.loads(TINY_DEMO.read_text())  # exactly as shipped
     loop = node_of(prompt, "TTOLoop")
     budget = prompt[loop]["inputs"]["max_iterations"]
-    pid = client.queue(prompt)
-    summary = client.wait(pid, timeout=900)
-    history = summary["history"]
+    progress = []
+    _, history = client.run(prompt, timeout=900, on_message=lambda kind, data: progress.append(data)
+                            if kind == "progress" else None)
     assert history["status"]["status_str"] == "success"
 
-    loop_progress = [p["value"] for p in summary["progress"] if str(p["node"]) == loop and p["max"] == budget]
+    loop_progress = [p["value"] for p in progress if str(p["node"]) == loop and p["max"] == budget]
     assert loop_progress == list(range(1, budget + 1))  # one progress step per iteration
 
     files = {f["filename"]: f for f in client.output_files(history)}
@@ -112,6 +112,7 @@ def test_tiny_demo_workflow_end_to_end(client, server, tmp_path):
     assert report["iterations"] == budget and report["stop_reason"] == "max_iterations"
     assert report["final_loss"] < report["first_loss"]
     assert len(report["queries"]) >= 3  # teacher (or fallback) queries + the user's RewardQuery
+    assert report["decoded_frames"] == 9 and report["teacher_frames"] == 8  # TAEHV decodes 9; K = 8
 
     lora = sorted((server.base_dir / "output" / "loras").glob("vlm_teacher_demo_*.safetensors"))[-1]
     state = load_file(str(lora))
@@ -146,9 +147,9 @@ def test_upstream_model_is_untouched_by_the_loop(client, server):
 
     client.run(demo_prompt(max_iterations=4))  # the loop trains on the cached upstream MODEL
     check = stock_sample(demo_prompt(), seed=5, prefix="upstream_after")
-    pid = client.queue(check)
-    summary = client.wait(pid, timeout=600)
-    cached = {n for kind, data in summary["events"] if kind == "execution_cached" for n in data.get("nodes", [])}
+    cached = set()
+    client.run(check, timeout=600, on_message=lambda kind, data: cached.update(data.get("nodes", []))
+               if kind == "execution_cached" else None)
     assert "101" not in cached and node_of(check, "UNETLoader") in cached  # same MODEL object, new sampling
     assert torch.equal(saved_latent(server, "upstream_after"), saved_latent(server, "upstream_ref"))
 
@@ -165,9 +166,8 @@ def test_interrupt_stops_within_one_iteration_and_the_next_prompt_runs(client, s
                 asked_at.append(data["value"])
                 client.interrupt()
 
-    pid = client.queue(prompt)
     with pytest.raises(PromptInterrupted):
-        client.wait(pid, timeout=600, on_message=on_message)
+        client.run(prompt, timeout=600, on_message=on_message)
     assert asked_at and max(seen) <= asked_at[0] + 1, (seen, asked_at)
 
     client.run(stock_sample(demo_prompt(), seed=5, prefix="after_interrupt"))

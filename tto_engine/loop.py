@@ -66,6 +66,8 @@ class TTOResult:
     final_loss: float
     noise: torch.Tensor
     latent: torch.Tensor        # the last evaluated clean-latent estimate (detached)
+    decoded_frames: int = 0     # frames the surrogate decoder produced
+    teacher_frames: int = 0     # of which the teacher saw these (K, or all if fewer)
 
     def history_dicts(self) -> list[dict]:
         return [asdict(r) for r in self.history]
@@ -88,7 +90,7 @@ def run_tto(reasoner: Reasoner, decoder: Decoder, teacher: VLMTeacher, queries: 
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     history: list[IterationRecord] = []
     good_state = lora.state_dict()
-    stop_reason, latent = "max_iterations", None
+    stop_reason, latent, frame_counts = "max_iterations", None, (0, 0)
 
     with lora.attached():
         for iteration in range(1, config.max_iterations + 1):
@@ -104,6 +106,7 @@ def run_tto(reasoner: Reasoner, decoder: Decoder, teacher: VLMTeacher, queries: 
             video = decoder(z0_cut)
             idx = sample_frame_indices(video.shape[0], config.num_frames)
             frames = video[idx]
+            frame_counts = (video.shape[0], len(idx))
             timings["decode"] = time.perf_counter() - tick
             frames_cut = frames.detach().requires_grad_()
 
@@ -153,4 +156,4 @@ def run_tto(reasoner: Reasoner, decoder: Decoder, teacher: VLMTeacher, queries: 
 
     finite = [r.loss for r in history if math.isfinite(r.loss)]
     return TTOResult(lora, history, len(history), stop_reason, finite[-1] if finite else float("nan"),
-                     noise, latent)
+                     noise, latent, *frame_counts)
