@@ -4,6 +4,7 @@ from typing_extensions import override
 
 from comfy_api.latest import ComfyExtension, io
 
+from .baseline_nodes import BestOfNSample, TeacherRewritePrompt
 from .teacher_nodes import RewardQuery, TeacherAnalyze, VLMScore, VLMTeacherLoader, register_folders
 from .tto_nodes import LoadConditioning, LoRAAttach, TTOLoop
 
@@ -11,7 +12,8 @@ from .tto_nodes import LoadConditioning, LoRAAttach, TTOLoop
 class VLMTeacherExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [VLMTeacherLoader, TeacherAnalyze, RewardQuery, VLMScore, LoRAAttach, TTOLoop, LoadConditioning]
+        return [VLMTeacherLoader, TeacherAnalyze, RewardQuery, VLMScore, LoRAAttach, TTOLoop, LoadConditioning,
+                BestOfNSample, TeacherRewritePrompt]
 
 
 async def comfy_entrypoint() -> VLMTeacherExtension:

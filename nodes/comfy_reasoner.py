@@ -130,6 +130,14 @@ def run_with_comfy_model(model, positive, negative, latent: dict, seed: int, ste
     return sampler.result
 
 
+def stock_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent) -> dict:
+    """The stock KSampler code path itself, so a downstream KSampler with the same seed gives the same latent."""
+    import nodes as comfy_nodes  # ComfyUI's top-level nodes.py (this pack imports its own modules relatively)
+
+    return comfy_nodes.common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative,
+                                       latent)[0]
+
+
 # ------------------------------------------------------------------------------------------------
 # Decoders for the loop
 
@@ -162,6 +170,27 @@ def vae_decoder(vae, model) -> ModuleDecoder:
         return pixels[0].movedim(1, 0)  # [F, 3, H, W]
 
     return ModuleDecoder(decode, temporal_stride=1)
+
+
+def surrogate_decoder(vae, model):
+    """The given VAE as a differentiable decoder, or the latent format's linear RGB map when None.
+    Build it outside inference mode if gradients must flow through it."""
+    return vae_decoder(vae, model) if vae is not None else linear_rgb_decoder(model)
+
+
+def check_instance(latent: dict, queries) -> list:
+    """One Wan video instance and a non-empty query list, or a ValueError that says how to fix it."""
+    queries = list(queries or ())
+    if not queries:
+        raise ValueError("The query list is empty: connect RewardQuery or TeacherAnalyze to 'queries'.")
+    samples = latent["samples"]
+    if samples.ndim != 5:
+        raise ValueError(f"This node needs a video latent [batch, channels, frames, height, width]; got "
+                         f"{tuple(samples.shape)} (use Wan22ImageToVideoLatent).")
+    if samples.shape[0] != 1:
+        raise ValueError(f"One instance at a time: the latent holds a batch of {samples.shape[0]}. Set "
+                         "batch_size to 1 (queue several prompts for several seeds).")
+    return queries
 
 
 def interrupted_check():

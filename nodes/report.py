@@ -55,7 +55,23 @@ def render_reward_curve(history, queries, threshold: float, width: int = 640, he
     return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)[None]
 
 
-def tto_report(result, queries, config) -> str:
+def sampling_cost(steps: int, cfg: float, sample_s: float, loop_cost: dict | None = None) -> dict:
+    """Cost of a run in model passes and seconds. cfg != 1 doubles every reasoner pass (cond + uncond).
+    `equal_wall_samples`: how many plain samples fit in this run's wall time (Best-of-N at equal cost)."""
+    guidance = 1 if cfg == 1.0 else 2
+    loop = dict(loop_cost or {})
+    cost = {
+        "reasoner_forward": (loop.pop("reasoner_calls", 0) + steps) * guidance,
+        "reasoner_backward": loop.pop("reasoner_backward", 0) * guidance,
+        **loop,
+        "final_sample_s": round(sample_s, 3),
+        "wall_s": round(loop.get("wall_s", 0.0) + sample_s, 3),
+    }
+    cost["equal_wall_samples"] = max(1, round(cost["wall_s"] / sample_s)) if sample_s > 0 else None
+    return cost
+
+
+def tto_report(result, queries, config, cost: dict | None = None) -> str:
     last = result.history[-1] if result.history else None
     per_role = {}
     for r in result.history:
@@ -75,4 +91,5 @@ def tto_report(result, queries, config) -> str:
         "seconds": round(sum(r.seconds for r in result.history), 3),
         "seconds_per_role": {k: round(v, 3) for k, v in per_role.items()},
         "loss_curve": [round(r.loss, 5) for r in result.history],
+        "cost": cost or {},
     }, indent=2)

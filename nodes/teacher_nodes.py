@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import torch
 
@@ -134,10 +135,14 @@ class TeacherAnalyze(io.ComfyNode):
     @classmethod
     def execute(cls, teacher, instruction, max_new_tokens, first_frame=None, queries=None) -> io.NodeOutput:
         frame = image_to_frames(first_frame)[0] if first_frame is not None else None
+        start = time.perf_counter()
         proposal = teacher.propose_queries(instruction, frame, max_new_tokens)
         combined = tuple(queries or ()) + tuple(proposal.queries)
-        report = json.dumps({"source": proposal.source, "notes": proposal.notes, "reply": proposal.raw}, indent=2)
-        return io.NodeOutput(combined, json.dumps([q.to_dict() for q in combined], indent=2), report)
+        report = json.dumps({"source": proposal.source, "notes": proposal.notes, "reply": proposal.raw,
+                             "cost": {"teacher_generate": 1, "wall_s": round(time.perf_counter() - start, 3)}},
+                            indent=2)
+        return io.NodeOutput(combined, json.dumps([q.to_dict() for q in combined], indent=2), report,
+                             ui={"text": [report]})
 
 
 class RewardQuery(io.ComfyNode):

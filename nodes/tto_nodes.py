@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import torch
 
@@ -12,9 +13,9 @@ import comfy.utils
 from comfy_api.latest import io
 
 from ..tto_engine import GRADIENT_MODES, LoRAAdapter, LoRASpec, TTOConfig, run_tto
-from .comfy_reasoner import (LORA_TARGET_PRESETS, autograd_usable, clone_tensors, interrupted_check,
-                             linear_rgb_decoder, run_with_comfy_model, vae_decoder, wan_diffusion_model)
-from .report import render_reward_curve, tto_report
+from .comfy_reasoner import (LORA_TARGET_PRESETS, autograd_usable, check_instance, clone_tensors, interrupted_check,
+                             run_with_comfy_model, stock_ksampler, surrogate_decoder, wan_diffusion_model)
+from .report import render_reward_curve, sampling_cost, tto_report
 from .types import LORA_ATTACHMENT, QUERIES, TEACHER
 
 log = logging.getLogger(__name__)
@@ -122,16 +123,7 @@ class TTOLoop(io.ComfyNode):
             raise ValueError("TTOLoop needs a MODEL from 'Attach Trainable LoRA' (LoRAAttach): connect the Wan "
                              "model through it first.")
         module = wan_diffusion_model(model)
-        queries = list(queries or ())
-        if not queries:
-            raise ValueError("The query list is empty: connect RewardQuery or TeacherAnalyze to 'queries'.")
-        samples = latent["samples"]
-        if samples.ndim != 5:
-            raise ValueError(f"TTOLoop needs a video latent [batch, channels, frames, height, width]; got "
-                             f"{tuple(samples.shape)} (use Wan22ImageToVideoLatent).")
-        if samples.shape[0] != 1:
-            raise ValueError(f"TTOLoop adapts a LoRA to one instance at a time; the latent holds a batch of "
-                             f"{samples.shape[0]}. Set batch_size to 1 (queue several prompts for several seeds).")
+        queries = check_instance(latent, queries)
         config = TTOConfig(max_iterations=max_iterations, lr=learning_rate, loss_threshold=loss_threshold,
                            goal_weight=goal_weight, num_frames=frames, steps=steps, gradient_mode=gradient_mode,
                            video_fps=video_fps)
@@ -153,23 +145,18 @@ class TTOLoop(io.ComfyNode):
                                config, on_iteration)
 
         with torch.inference_mode(False), torch.enable_grad():  # tensors made here can be saved for backward
-            decoder = vae_decoder(loop_decoder, model) if loop_decoder is not None else linear_rgb_decoder(model)
+            decoder = surrogate_decoder(loop_decoder, model)
             result = run_with_comfy_model(model, clone_tensors(positive), clone_tensors(negative),
                                           clone_tensors(latent), seed, steps, cfg, sampler_name, scheduler, loop)
         lora_state = result.lora.to_comfy()
         adapted, _ = comfy.sd.load_lora_for_models(model, None, lora_state, 1.0, 0)
-        final = _stock_ksampler(adapted, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent)
-        report = tto_report(result, queries, config)
+        tick = time.perf_counter()
+        final = stock_ksampler(adapted, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent)
+        sample_s = time.perf_counter() - tick
+        report = tto_report(result, queries, config, sampling_cost(steps, cfg, sample_s, result.cost(
+            steps, gradient_mode)))
         curve = render_reward_curve(result.history, queries, loss_threshold)
         return io.NodeOutput(adapted, final, lora_state, curve, report, result.iterations, ui={"text": [report]})
-
-
-def _stock_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent):
-    """The stock KSampler path itself, so a downstream KSampler with the same seed gives the same latent."""
-    import nodes as comfy_nodes  # ComfyUI's top-level nodes.py (this pack imports its own modules relatively)
-
-    return comfy_nodes.common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative,
-                                       latent)[0]
 
 
 def _progress_text(message, node_id):

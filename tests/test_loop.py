@@ -146,3 +146,13 @@ def test_config_rejects_bad_values():
         TTOConfig(goal_weight=1.5)
     with pytest.raises(ValueError, match="gradient_mode"):
         TTOConfig(gradient_mode="middle")
+
+
+def test_cost_counts_the_passes_the_loop_spent(reasoner, decoder, teacher):
+    result = run(reasoner, decoder, teacher, TTOConfig(max_iterations=4, **FAST))
+    cost = result.cost(steps=4, gradient_mode="first")
+    assert cost["reasoner_calls"] == 4 and cost["teacher_forward"] == 4
+    assert cost["reasoner_backward"] == cost["optimizer_steps"] == 3  # no update after the last evaluation
+    assert [r.updated for r in result.history] == [True, True, True, False]
+    assert result.cost(steps=4, gradient_mode="all")["reasoner_calls"] == 16
+    assert cost["wall_s"] > 0

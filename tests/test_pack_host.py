@@ -17,7 +17,7 @@ from tto_runner.demo import TINY_DEMO, ensure_tiny_models, write_demo_inputs, wr
 from tto_runner.workflow_format import ui_to_api
 
 PACK_NODES = ["VLMTeacherLoader", "TeacherAnalyze", "RewardQuery", "VLMScore", "LoRAAttach", "TTOLoop",
-              "LoadConditioningFile"]
+              "LoadConditioningFile", "BestOfNSample", "TeacherRewritePrompt"]
 ARTIFACTS = REPO_ROOT / ".artifacts"
 
 
@@ -221,6 +221,32 @@ def test_score_only_workflow(client):
     assert 0.0 <= report["score"] <= 1.0 and report["loss"] > 0
     assert report["frames"] == 9  # the clip has 9 frames, fewer than K = 24
     assert [q["kind"] for q in report["queries"]] == ["goal", "process"]
+
+
+def test_three_paradigms_side_by_side_with_their_cost(client):
+    prompt = json.loads((REPO_ROOT / "workflows" / "api" / "vlm_teacher_compare_tiny.json").read_text())
+    loop, best_of_n = node_of(prompt, "TTOLoop"), node_of(prompt, "BestOfNSample")
+    prompt[loop]["inputs"].update(seed=7, max_iterations=3)
+    prompt[best_of_n]["inputs"]["seed"] = 7
+    _, history = client.run(prompt, timeout=900)
+    outputs = history["outputs"]
+
+    tto = json.loads(outputs[loop]["text"][0])
+    steps = prompt[loop]["inputs"]["steps"]
+    assert tto["cost"]["reasoner_forward"] == 3 + steps  # one call per iteration + the final sample
+    assert tto["cost"]["reasoner_backward"] == tto["cost"]["teacher_backward"] == 2
+    assert tto["cost"]["equal_wall_samples"] >= 1 and tto["cost"]["wall_s"] > tto["cost"]["final_sample_s"]
+
+    bon = json.loads(outputs[best_of_n]["text"][0])
+    n = prompt[best_of_n]["inputs"]["n"]
+    assert [s["seed"] for s in bon["samples"]] == list(range(7, 7 + n))
+    assert bon["best_seed"] == min(bon["samples"], key=lambda s: s["loss"])["seed"]
+    assert bon["cost"]["samples"] == bon["cost"]["teacher_forward"] == n
+    assert bon["cost"]["reasoner_forward"] == n * steps
+
+    solver = json.loads(outputs[node_of(prompt, "TeacherRewritePrompt")]["text"][0])
+    assert solver["prompt"].strip() and solver["cost"]["teacher_generate"] == 1
+    assert sum(f["filename"].endswith(".mp4") for f in client.output_files(history)) == 2  # TTO and Best-of-N
 
 
 @pytest.mark.parametrize("api_path", sorted((REPO_ROOT / "workflows" / "api").glob("*.json")), ids=lambda p: p.stem)

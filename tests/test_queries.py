@@ -114,3 +114,13 @@ def test_fallback_queries_are_well_formed():
     qs = fallback_queries("Stack the blocks.")
     assert qs[0].kind == "goal" and "Stack the blocks" in qs[0].text
     assert all(q.text.endswith("?") for q in qs)
+
+
+def test_rewritten_prompt_is_cleaned_or_rejected():
+    from tto_engine.queries import clean_rewrite
+
+    reply = '```\nPrompt: "A yellow ball rolls right, then down, around the black X, and stops on the red square."\n```'
+    assert clean_rewrite(reply) == ("A yellow ball rolls right, then down, around the black X, and stops on "
+                                    "the red square.")
+    assert clean_rewrite("") is None
+    assert clean_rewrite("?? !! 42") is None

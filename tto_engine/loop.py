@@ -55,6 +55,7 @@ class IterationRecord:
     query_scores: list[float]
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)  # seconds per role: reasoner, decode, teacher, optimizer
+    updated: bool = False  # a backward pass and an optimizer step followed this evaluation
 
 
 @dataclass
@@ -71,6 +72,16 @@ class TTOResult:
 
     def history_dicts(self) -> list[dict]:
         return [asdict(r) for r in self.history]
+
+    def cost(self, steps: int, gradient_mode: str) -> dict:
+        """Model passes the loop spent: per evaluation one reasoner call ("first") or one per step, one
+        decode and one batched teacher pass; a backward of each for every update."""
+        per_eval = 1 if gradient_mode == "first" else steps
+        updates = sum(r.updated for r in self.history)
+        return {"reasoner_calls": self.iterations * per_eval, "reasoner_backward": updates,
+                "decoder_forward": self.iterations, "decoder_backward": updates,
+                "teacher_forward": self.iterations, "teacher_backward": updates, "optimizer_steps": updates,
+                "wall_s": round(sum(r.seconds for r in self.history), 3)}
 
 
 def run_tto(reasoner: Reasoner, decoder: Decoder, teacher: VLMTeacher, queries: Sequence[Query],
@@ -141,6 +152,7 @@ def run_tto(reasoner: Reasoner, decoder: Decoder, teacher: VLMTeacher, queries: 
                 if all(torch.isfinite(p.grad).all() for p in params if p.grad is not None):
                     good_state = lora.state_dict()
                     optimizer.step()
+                    record.updated = True
                 else:
                     stop_reason = "non_finite_gradient"
                 optimizer.zero_grad(set_to_none=True)

@@ -85,6 +85,24 @@ def build_query_request(instruction: str) -> str:
     return QUERY_REQUEST.format(instruction=instruction.strip())
 
 
+REWRITE_REQUEST = """Task instruction for a video generation model: {instruction}
+The image is the first frame of the video.
+Rewrite the instruction as one explicit prompt for the video model: describe the objects, the exact motion
+and every rule it must respect, step by step, in plain sentences. Answer with the prompt only."""
+
+
+def build_rewrite_request(instruction: str) -> str:
+    return REWRITE_REQUEST.format(instruction=instruction.strip())
+
+
+def clean_rewrite(reply: str) -> str | None:
+    """The rewritten prompt without fences, labels or quotes; None when nothing usable is left."""
+    text = _strip_fences(reply or "").strip()
+    text = re.sub(r"^\s*(rewritten\s+)?prompt\s*:\s*", "", text, flags=re.I).strip().strip('"').strip()
+    words = re.findall(r"[A-Za-z]{2,}", text)
+    return text if len(words) >= 4 else None
+
+
 @dataclass
 class QueryProposal:
     queries: list[Query]

@@ -17,7 +17,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from .queries import Query, build_query_request, parse_query_proposal, QueryProposal
+from .queries import (Query, QueryProposal, build_query_request, build_rewrite_request, clean_rewrite,
+                      parse_query_proposal)
 
 # Per family: model class, and processor defaults used when the checkpoint's config omits a value.
 _FAMILIES = {
@@ -344,6 +345,18 @@ class VLMTeacher:
         out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                                   do_sample=False, **kwargs)
         return self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
+    def rewrite_instruction(self, instruction: str, first_frame: torch.Tensor | None,
+                            max_new_tokens: int = 200) -> tuple[str, list[str]]:
+        """VLM-as-solver baseline: the teacher rewrites the task into an explicit prompt for the video model.
+        Returns (prompt, notes); an unusable reply falls back to the instruction itself."""
+        if not instruction.strip():
+            raise ValueError("The instruction is empty: the teacher needs the task text to rewrite.")
+        reply = self.generate(build_rewrite_request(instruction), first_frame, max_new_tokens)
+        prompt = clean_rewrite(reply)
+        if prompt is None:
+            return instruction.strip(), ["The teacher's rewrite was unusable; the instruction is used as is."]
+        return prompt, []
 
     def propose_queries(self, instruction: str, first_frame: torch.Tensor | None,
                         max_new_tokens: int = 256) -> QueryProposal:
