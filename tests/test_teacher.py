@@ -128,3 +128,36 @@ def test_query_synthesis_never_crashes_and_reports_its_source(teacher):
     assert 1 <= [q.kind for q in proposal.queries].count("process") <= 3
     if proposal.source == "fallback":
         assert proposal.notes and proposal.raw is not None
+
+
+@pytest.fixture(scope="module")
+def qwen25(tmp_path_factory):
+    from tto_engine.tiny import build_tiny_qwen25vl
+
+    folder = build_tiny_qwen25vl(tmp_path_factory.mktemp("qwen25") / "tiny-qwen2.5-vl", seed=0)
+    return VLMTeacher.from_pretrained(folder, dtype=torch.float32), AutoProcessor.from_pretrained(
+        folder, local_files_only=True)
+
+
+@pytest.mark.parametrize("shape", [(8, 56, 56), (5, 56, 84), (6, 60, 100)])
+def test_qwen25vl_matches_its_processor_too(qwen25, shape):
+    teacher, processor = qwen25
+    assert teacher.spec.family == "qwen2_5_vl" and teacher.spec.patch_size == 14
+    frames = frames_of(*shape)
+    mine, grid = teacher.preprocess_video(frames)
+    ref = processor.video_processor(videos=[frames * 255], do_sample_frames=False, return_tensors="pt")
+    assert grid.tolist() == ref["video_grid_thw"].tolist()
+    assert (mine - ref["pixel_values_videos"]).abs().max() < 1e-5
+    stamps = [i / 24 for i in range(shape[0])]
+    text = processor.apply_chat_template([{"role": "user", "content": [{"type": "video"},
+                                                                       {"type": "text", "text": "Is it?"}]}],
+                                         tokenize=False, add_generation_prompt=True)
+    full = processor(text=[text], videos=[frames * 255], do_sample_frames=False, return_tensors="pt",
+                     video_metadata=[VideoMetadata(total_num_frames=shape[0], fps=24,
+                                                   frames_indices=list(range(shape[0])))])
+    ids, types = teacher.video_prompt("Is it?", grid, stamps)
+    assert ids == full["input_ids"][0].tolist() and types == full["mm_token_type_ids"][0].tolist()
+    assert teacher._seconds_per_grid(stamps) == pytest.approx(float(full["second_per_grid_ts"][0]))
+    shared = teacher.score(frames, QUERIES, stamps).losses
+    separate = teacher.score(frames, QUERIES, stamps, share_vision=False).losses
+    assert torch.allclose(shared, separate, atol=1e-6)
