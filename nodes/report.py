@@ -12,46 +12,53 @@ from PIL import Image, ImageDraw
 _COLORS = [(220, 60, 60), (40, 120, 220), (40, 160, 80), (200, 140, 20), (150, 70, 190), (30, 170, 170)]
 
 
-def render_reward_curve(history, queries, threshold: float, width: int = 640, height: int = 360) -> torch.Tensor:
-    """Loss per iteration (black) with the stop threshold (dashed), and each query's score in [0, 1]
-    (coloured, right axis). Returns a ComfyUI IMAGE [1, H, W, 3]."""
+def render_reward_curve(history, queries, threshold: float, width: int = 640, height: int = 420) -> torch.Tensor:
+    """Top panel: teacher loss per iteration, scaled to its own range, with the stop threshold. Bottom
+    panel: each query's score on [0, 1]. Legend underneath. Returns a ComfyUI IMAGE [1, H, W, 3]."""
     img = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(img)
-    left, right, top, bottom = 50, width - 50, 30, height - 40
-    draw.rectangle([left, top, right, bottom], outline=(0, 0, 0))
+    left, right = 56, width - 16
     n = max(len(history), 2)
-    losses = [r.loss for r in history if math.isfinite(r.loss)]
-    hi = max(losses + [threshold]) * 1.05 if losses else 1.0
 
     def x_at(i):
         return left + (right - left) * i / (n - 1)
 
-    def y_loss(v):
-        return bottom - (bottom - top) * min(max(v / hi, 0.0), 1.0)
+    def panel(top, bottom, lo, hi, series, label):
+        draw.rectangle([left, top, right, bottom], outline=(0, 0, 0))
+        draw.text((4, top), f"{hi:.3g}", fill=(0, 0, 0))
+        draw.text((4, bottom - 10), f"{lo:.3g}", fill=(0, 0, 0))
+        draw.text((left + 110, top - 13), label, fill=(0, 0, 0))
 
-    def y_score(v):
-        return bottom - (bottom - top) * min(max(v, 0.0), 1.0)
+        def y_at(v):
+            return bottom - (bottom - top) * (min(max(v, lo), hi) - lo) / ((hi - lo) or 1.0)
 
-    ty = y_loss(threshold)
-    for x in range(left, right, 12):
-        draw.line([(x, ty), (min(x + 6, right), ty)], fill=(120, 120, 120))
-    for q_index in range(len(queries)):
-        color = _COLORS[q_index % len(_COLORS)]
-        pts = [(x_at(i), y_score(r.query_scores[q_index])) for i, r in enumerate(history)]
-        if len(pts) > 1:
-            draw.line(pts, fill=color, width=2)
-        for p in pts:
-            draw.ellipse([p[0] - 2, p[1] - 2, p[0] + 2, p[1] + 2], fill=color)
-    loss_pts = [(x_at(i), y_loss(r.loss)) for i, r in enumerate(history) if math.isfinite(r.loss)]
-    if len(loss_pts) > 1:
-        draw.line(loss_pts, fill=(0, 0, 0), width=3)
-    for p in loss_pts:
-        draw.ellipse([p[0] - 3, p[1] - 3, p[0] + 3, p[1] + 3], fill=(0, 0, 0))
-    draw.text((left, 8), f"teacher loss (black, 0..{hi:.2f}) and query scores (colour, 0..1); "
-                         f"threshold {threshold:.2f} dashed", fill=(0, 0, 0))
-    draw.text((left, bottom + 8), f"iteration 1 .. {len(history)}", fill=(0, 0, 0))
+        for values, color, w in series:
+            pts = [(x_at(i), y_at(v)) for i, v in enumerate(values) if math.isfinite(v)]
+            if len(pts) > 1:
+                draw.line(pts, fill=color, width=w)
+            for px, py in pts:
+                draw.ellipse([px - w, py - w, px + w, py + w], fill=color)
+        return y_at
+
+    losses = [r.loss for r in history]
+    finite = [v for v in losses if math.isfinite(v)] or [threshold]
+    lo, hi = min(finite + [threshold]), max(finite)
+    if hi - lo > 4 * (max(finite) - min(finite)) and max(finite) > min(finite):
+        lo = min(finite)  # threshold far below: zoom on the curve and say where the threshold is
+    pad = 0.05 * ((hi - lo) or 1.0)
+    y_loss = panel(24, 200, lo - pad, hi + pad, [(losses, (0, 0, 0), 2)], "teacher loss")
+    if lo - pad <= threshold <= hi + pad:
+        ty = y_loss(threshold)
+        for x in range(left, right, 12):
+            draw.line([(x, ty), (min(x + 6, right), ty)], fill=(120, 120, 120))
+        draw.text((right - 150, ty - 12), f"stop threshold {threshold:.2f}", fill=(90, 90, 90))
+    else:
+        draw.text((right - 230, 8), f"stop threshold {threshold:.2f} (below the plotted range)", fill=(90, 90, 90))
+    draw.text((left, 6), f"{len(history)} iterations", fill=(0, 0, 0))
+    score_series = [([r.query_scores[q] for r in history], _COLORS[q % len(_COLORS)], 2) for q in range(len(queries))]
+    panel(224, 330, 0.0, 1.0, score_series, "query scores P(expected) / (P(Yes) + P(No))")
     for q_index, q in enumerate(queries[:6]):
-        draw.text((left + 4, top + 4 + 12 * q_index), f"[{q.kind}] {q.text[:70]}", fill=_COLORS[q_index % 6])
+        draw.text((left, 338 + 13 * q_index), f"[{q.kind}] {q.text[:90]}", fill=_COLORS[q_index % len(_COLORS)])
     return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)[None]
 
 

@@ -106,7 +106,7 @@ def test_tiny_demo_workflow_end_to_end(client, server, tmp_path):
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     assert len(frames) == 9 and frames[0].shape == (64, 64, 3)  # length 9 -> 3 latent frames -> 9 frames
     curve = client.download(next(f for n, f in files.items() if n.startswith("reward_curve")), tmp_path)
-    assert Image.open(curve).size == (640, 360)
+    assert Image.open(curve).size == (640, 420)
 
     report = json.loads(history["outputs"][loop]["text"][0])
     assert report["iterations"] == budget and report["stop_reason"] == "max_iterations"
