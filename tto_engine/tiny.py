@@ -400,6 +400,14 @@ def _save_hf_model(model_cls, config, out: pathlib.Path, seed: int, ids: dict) -
     model.save_pretrained(out)
 
 
+def _tiny_text_config(tok, ids: dict, **family) -> dict:
+    """The language-model part shared by both tiny teachers; `family` adds or overrides fields."""
+    return dict(vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, hidden_act="silu", max_position_embeddings=32768,
+                rms_norm_eps=1e-6, bos_token_id=ids["bos_token_id"], eos_token_id=ids["eos_token_id"],
+                pad_token_id=ids["pad_token_id"], tie_word_embeddings=False, **family)
+
+
 def build_tiny_qwen3vl(out_dir, seed: int = 0) -> pathlib.Path:
     """Write a tiny random Qwen3-VL checkpoint folder and return its path.
 
@@ -419,25 +427,10 @@ def build_tiny_qwen3vl(out_dir, seed: int = 0) -> pathlib.Path:
     tok = build_tiny_tokenizer()
     ids = _special_ids(tok)
     config = Qwen3VLConfig(
-        text_config=dict(
-            vocab_size=len(tok),
-            hidden_size=128,
-            intermediate_size=256,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            head_dim=32,
-            hidden_act="silu",
-            max_position_embeddings=32768,
-            rms_norm_eps=1e-6,
+        text_config=_tiny_text_config(
+            tok, ids, head_dim=32, attention_bias=False,
             rope_parameters={"rope_type": "default", "rope_theta": 5000000.0,
-                             "mrope_section": [6, 5, 5], "mrope_interleaved": True},
-            attention_bias=False,
-            bos_token_id=ids["bos_token_id"],
-            eos_token_id=ids["eos_token_id"],
-            pad_token_id=ids["pad_token_id"],
-            tie_word_embeddings=False,
-        ),
+                             "mrope_section": [6, 5, 5], "mrope_interleaved": True}),
         vision_config=dict(
             depth=2,
             hidden_size=64,
@@ -490,24 +483,9 @@ def build_tiny_qwen25vl(out_dir, seed: int = 0) -> pathlib.Path:
     tok = build_tiny_tokenizer()
     ids = _special_ids(tok)
     config = Qwen2_5_VLConfig(
-        text_config=dict(
-            vocab_size=len(tok),
-            hidden_size=128,
-            intermediate_size=256,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            hidden_act="silu",
-            max_position_embeddings=32768,
-            rms_norm_eps=1e-6,
-            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [4, 6, 6]},
-            use_sliding_window=False,
-            max_window_layers=2,
-            bos_token_id=ids["bos_token_id"],
-            eos_token_id=ids["eos_token_id"],
-            pad_token_id=ids["pad_token_id"],
-            tie_word_embeddings=False,
-        ),
+        text_config=_tiny_text_config(
+            tok, ids, use_sliding_window=False, max_window_layers=2,
+            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [4, 6, 6]}),
         vision_config=dict(
             depth=2,
             hidden_size=64,
