@@ -668,8 +668,8 @@ class Progress:
     def advance(self, line: str) -> None:
         self.n += 1
         if self.bar is not None:
+            self.bar.set_postfix_str(line[:60], refresh=False)
             self.bar.update(1)
-            self.bar.set_postfix_str(line[:60])
         else:
             print(f"[{self.n}/{self.total}] {line}", file=self.stream, flush=True)
 
