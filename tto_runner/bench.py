@@ -248,14 +248,16 @@ def fill_template(template: dict, task: Task, image_name: str, settings: dict, p
     return prompt, applied
 
 
-def check_settings(template: dict, settings: dict, where: str) -> None:
-    """Refuse settings that no node of the template takes (e.g. --n for the tto method)."""
+def check_settings(template: dict, settings: dict, where: str) -> bool:
+    """Refuse settings that no node of the template takes (e.g. --n for the tto method). Returns whether
+    the template has a place for the task's prompt."""
     probe = Task(id="probe", dir=Path("."), prompt="probe", size=(832, 480))
     _, applied = fill_template(template, probe, "probe.png", settings, "probe")
     unused = [k for k, v in settings.items() if v is not None and k not in applied]
     if unused:
         flags = ", ".join("--" + k.replace("_", "-") for k in unused)
         raise BenchError(f"{flags}: no node in {where} takes {'it' if len(unused) == 1 else 'them'}")
+    return "prompt" in applied
 
 
 def config_hash(template: dict, settings: dict, size_policy: str) -> str:
@@ -695,7 +697,7 @@ def run_bench(args: argparse.Namespace) -> dict:
     settings = {"seed": args.seed, "n": args.n, "max_iterations": args.max_iterations, "lr": args.lr,
                 "loss_threshold": args.loss_threshold, "frames": args.frames, "steps": args.steps,
                 "cfg": args.cfg, "length": args.length}
-    check_settings(template, settings, tpath.name)
+    takes_prompt = check_settings(template, settings, tpath.name)
     size_policy = args.size or ("template" if models == "tiny" else "image")
     latent_size((64, 64), size_policy, (64, 64))  # refuse a malformed --size now
     config = config_hash(template, settings, size_policy)
@@ -722,6 +724,9 @@ def run_bench(args: argparse.Namespace) -> dict:
                   f"{len(todo)} to run ({method}, {models}, {template_name})")
     for t in invalid:
         progress.note(f"invalid: {t.id}: {t.error}")
+    if not takes_prompt:
+        progress.note(f"note: {template_name} has no PrimitiveStringMultiline and no unwired teacher instruction, "
+                      f"so {PROMPT_FILE} is not used")
     summary.write()
     result = {"summary": str(summary.path), "to_run": len(todo), "skipped": skipped, "invalid": len(invalid)}
     if not todo:
