@@ -62,17 +62,17 @@ def render_reward_curve(history, queries, threshold: float, width: int = 640, he
     return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)[None]
 
 
-def sampling_cost(steps: int, cfg: float, sample_s: float, loop_cost: dict | None = None) -> dict:
-    """Cost of a run in model passes and seconds. cfg != 1 doubles every reasoner pass (cond + uncond).
-    `equal_wall_samples`: how many plain samples fit in this run's wall time (Best-of-N at equal cost)."""
+def tto_cost(loop_cost: dict, steps: int, cfg: float, sample_s: float) -> dict:
+    """The loop's passes plus the final sample's, in model passes and seconds; cfg != 1 doubles every reasoner
+    pass (cond + uncond). `equal_wall_samples`: plain samples that fit in the same wall time (Best-of-N's N)."""
     guidance = 1 if cfg == 1.0 else 2
-    loop = dict(loop_cost or {})
+    loop = dict(loop_cost)
     cost = {
-        "reasoner_forward": (loop.pop("reasoner_calls", 0) + steps) * guidance,
-        "reasoner_backward": loop.pop("reasoner_backward", 0) * guidance,
+        "reasoner_forward": (loop.pop("reasoner_calls") + steps) * guidance,
+        "reasoner_backward": loop.pop("reasoner_backward") * guidance,
         **loop,
         "final_sample_s": round(sample_s, 3),
-        "wall_s": round(loop.get("wall_s", 0.0) + sample_s, 3),
+        "wall_s": round(loop["wall_s"] + sample_s, 3),
     }
     cost["equal_wall_samples"] = max(1, round(cost["wall_s"] / sample_s)) if sample_s > 0 else None
     return cost

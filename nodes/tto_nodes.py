@@ -15,7 +15,7 @@ from comfy_api.latest import io
 from ..tto_engine import GRADIENT_MODES, LoRAAdapter, LoRASpec, TTOConfig, run_tto
 from .comfy_reasoner import (LORA_TARGET_PRESETS, autograd_usable, check_instance, clone_tensors, interrupted_check,
                              run_with_comfy_model, stock_ksampler, surrogate_decoder, wan_diffusion_model)
-from .report import render_reward_curve, sampling_cost, tto_report
+from .report import render_reward_curve, tto_cost, tto_report
 from .types import LORA_ATTACHMENT, QUERIES, TEACHER
 
 log = logging.getLogger(__name__)
@@ -153,8 +153,7 @@ class TTOLoop(io.ComfyNode):
         tick = time.perf_counter()
         final = stock_ksampler(adapted, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent)
         sample_s = time.perf_counter() - tick
-        report = tto_report(result, queries, config, sampling_cost(steps, cfg, sample_s, result.cost(
-            steps, gradient_mode)))
+        report = tto_report(result, queries, config, tto_cost(result.cost(steps, gradient_mode), steps, cfg, sample_s))
         curve = render_reward_curve(result.history, queries, loss_threshold)
         return io.NodeOutput(adapted, final, lora_state, curve, report, result.iterations, ui={"text": [report]})
 

@@ -42,6 +42,7 @@ import websocket
 
 from .client import ComfyClient, PromptFailed, PromptInterrupted, PromptRejected
 from .local_server import REPO_ROOT, LocalComfy
+from .workflow_format import is_link
 
 METHODS = ("baseline", "best_of_n", "solver", "tto")
 MODEL_SETS = ("tiny", "wan22")
@@ -163,10 +164,6 @@ def output_node(prompt: dict, where: Any = "the template") -> str:
     return saves[0]
 
 
-def _is_link(value) -> bool:
-    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int)
-
-
 def round32(x: float) -> int:
     return max(32, int(round(x / 32.0)) * 32)
 
@@ -224,7 +221,7 @@ def fill_template(template: dict, task: Task, image_name: str, settings: dict, p
         elif cls in STRING_PRIMITIVES:
             inputs["value"] = task.prompt
             applied.add("prompt")
-        elif cls in INSTRUCTION_NODES and not _is_link(inputs.get("instruction")):
+        elif cls in INSTRUCTION_NODES and not is_link(inputs.get("instruction")):
             inputs["instruction"] = task.prompt
             applied.add("prompt")
         elif cls == "Wan22ImageToVideoLatent" and task.size is not None:
@@ -234,7 +231,7 @@ def fill_template(template: dict, task: Task, image_name: str, settings: dict, p
             inputs["filename_prefix"] = prefix
         if settings.get("seed") is not None:
             for name in SEED_INPUTS:
-                if name in inputs and not _is_link(inputs[name]):
+                if name in inputs and not is_link(inputs[name]):
                     inputs[name] = settings["seed"]
                     applied.add("seed")
         for setting, targets in SETTING_TARGETS.items():
@@ -242,7 +239,7 @@ def fill_template(template: dict, task: Task, image_name: str, settings: dict, p
             if value is None:
                 continue
             for target_cls, name in targets:
-                if cls == target_cls and not _is_link(inputs.get(name)):
+                if cls == target_cls and not is_link(inputs.get(name)):
                     inputs[name] = value
                     applied.add(setting)
     return prompt, applied

@@ -42,7 +42,8 @@ def _extra_values(opts) -> list:
     return []
 
 
-def _is_link(value) -> bool:
+def is_link(value) -> bool:
+    """An API-format input that is a link: [source node id, output slot]."""
     return isinstance(value, list) and len(value) == 2 and isinstance(value[1], int) and isinstance(value[0], str)
 
 
@@ -53,7 +54,7 @@ def api_to_ui(api: dict, object_info: dict, titles: dict | None = None) -> dict:
 
     def node_depth(key):
         if key not in depth:
-            sources = [v[0] for v in api[key]["inputs"].values() if _is_link(v)]
+            sources = [v[0] for v in api[key]["inputs"].values() if is_link(v)]
             depth[key] = 1 + max((node_depth(s) for s in sources), default=-1)
         return depth[key]
 
@@ -64,7 +65,7 @@ def api_to_ui(api: dict, object_info: dict, titles: dict | None = None) -> dict:
     outgoing: dict[tuple[str, int], list[int]] = defaultdict(list)
     for key in sorted(api, key=lambda k: (depth[k], ids[k])):
         for name, value in api[key]["inputs"].items():
-            if _is_link(value):
+            if is_link(value):
                 link_id = len(links) + 1
                 src_info = object_info[api[value[0]]["class_type"]]
                 links.append([link_id, ids[value[0]], value[1], ids[key], name, src_info["output"][value[1]]])
@@ -76,7 +77,7 @@ def api_to_ui(api: dict, object_info: dict, titles: dict | None = None) -> dict:
         inputs, widgets = [], []
         for name, kind, opts, required in _inputs(info):
             value = node["inputs"].get(name)
-            linked = _is_link(value)
+            linked = is_link(value)
             if _is_widget(kind, opts):
                 placeholder = opts.get("default", "" if kind == "STRING" else None)
                 if linked:
