@@ -39,7 +39,7 @@ def measure(size: str, iterations: int, teacher_dir: str) -> dict:
     from tto_engine import (LinearRGBDecoder, LoRAAdapter, LoRASpec, Query, TTOConfig, VLMTeacher, draw_noise,
                             run_tto, sample)
     from tto_engine.diffusers_wan import DiffusersWanReasoner
-    from tto_engine.tiny import TINY_DIFFUSERS_TEXT_DIM, build_tiny_diffusers_wan
+    from tto_models.wan import TINY_DIFFUSERS_TEXT_DIM, build_tiny_diffusers_wan
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     overrides, (t, h, w), k = SIZES[size]
@@ -96,7 +96,7 @@ def main():
         print(json.dumps(measure(args.one, args.iterations, args.teacher_dir)))
         return
 
-    from tto_engine.tiny import build_tiny_qwen3vl
+    from tto_models.qwen import build_tiny_qwen3vl
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tto_engine import VLMTeacher
-from tto_engine.tiny import build_tiny_qwen3vl
+from tto_models.qwen import build_tiny_qwen3vl
 
 
 @pytest.fixture(scope="session")

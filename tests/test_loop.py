@@ -8,7 +8,7 @@ import torch
 from tto_engine import (LinearRGBDecoder, LoRAAdapter, LoRASpec, ModuleDecoder, Query, TTOConfig, draw_noise,
                         run_tto)
 from tto_engine.diffusers_wan import DiffusersWanReasoner
-from tto_engine.tiny import TINY_DIFFUSERS_TEXT_DIM, build_tiny_diffusers_wan
+from tto_models.wan import TINY_DIFFUSERS_TEXT_DIM, build_tiny_diffusers_wan
 
 QUERIES = [Query("Does the yellow ball reach the red square?", "goal"),
            Query("Does the ball avoid every X?", "process")]

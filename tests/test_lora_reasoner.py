@@ -6,7 +6,7 @@ from safetensors.torch import load_file
 
 from tto_engine import LoRAAdapter, LoRASpec, draw_noise, predict_clean_latent, sample, save_comfy_lora
 from tto_engine.diffusers_wan import DiffusersWanReasoner, diffusers_to_original_name
-from tto_engine.tiny import TINY_DIFFUSERS_TEXT_DIM, build_tiny_diffusers_wan
+from tto_models.wan import TINY_DIFFUSERS_TEXT_DIM, build_tiny_diffusers_wan
 
 
 @pytest.fixture()

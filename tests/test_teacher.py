@@ -132,7 +132,7 @@ def test_query_synthesis_never_crashes_and_reports_its_source(teacher):
 
 @pytest.fixture(scope="module")
 def qwen25(tmp_path_factory):
-    from tto_engine.tiny import build_tiny_qwen25vl
+    from tto_models.qwen import build_tiny_qwen25vl
 
     folder = build_tiny_qwen25vl(tmp_path_factory.mktemp("qwen25") / "tiny-qwen2.5-vl", seed=0)
     return VLMTeacher.from_pretrained(folder, dtype=torch.float32), AutoProcessor.from_pretrained(

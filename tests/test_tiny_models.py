@@ -1,13 +1,11 @@
 """Tiny models: deterministic from a seed, loadable by transformers / diffusers / stock ComfyUI, finite.
 
-The ComfyUI checks use the real host built by scripts/setup_env.sh (found through $COMFYUI_PATH, or
-$TTO_HOME/comfyui, or the script's default location); they are skipped when no host is found.
+The ComfyUI checks import the real host in process ($TTO_COMFYUI, or the one scripts/setup_env.sh builds).
 """
 
 import hashlib
 import json
 import logging
-import os
 import pathlib
 import subprocess
 import sys
@@ -18,7 +16,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from tto_engine import tiny
+from tto_models import demo as demo_models, qwen, tokenizer, vae, wan, weights
+from tto_runner.local_server import default_host_dir
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -36,19 +35,6 @@ def _folder_bytes(folder) -> dict:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def _comfy_root():
-    candidates = []
-    if os.environ.get("COMFYUI_PATH"):
-        candidates.append(pathlib.Path(os.environ["COMFYUI_PATH"]))
-    if os.environ.get("TTO_HOME"):
-        candidates.append(pathlib.Path(os.environ["TTO_HOME"]) / "comfyui")
-    candidates.append(pathlib.Path.home() / ".cache" / "comfy-vlm-teacher" / "comfyui")
-    for c in candidates:
-        if (c / "comfy" / "sd.py").is_file():
-            return c
-    return None
-
-
 # ----------------------------------------------------------------------------------------------------
 # Fixtures: every expensive build happens once per module
 # ----------------------------------------------------------------------------------------------------
@@ -60,29 +46,27 @@ def work(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def qwen3_dir(work):
-    return tiny.build_tiny_qwen3vl(work / "qwen3", seed=0)
+    return qwen.build_tiny_qwen3vl(work / "qwen3", seed=0)
 
 
 @pytest.fixture(scope="module")
 def qwen25_dir(work):
-    return tiny.build_tiny_qwen25vl(work / "qwen25", seed=0)
+    return qwen.build_tiny_qwen25vl(work / "qwen25", seed=0)
 
 
 @pytest.fixture(scope="module")
 def demo(work):
     """The demo layout (all ComfyUI-side files, the ~1.4 GB VAE included), written once."""
     lines = []
-    paths = tiny.write_demo_models(work / "models", seed=0, log=lines.append)
+    paths = demo_models.write_demo_models(work / "models", seed=0, log=lines.append)
     assert all(line.startswith("wrote") for line in lines), lines
     return paths
 
 
 @pytest.fixture(scope="module")
 def comfy():
-    root = _comfy_root()
-    if root is None:
-        pytest.skip("no ComfyUI host found: run scripts/setup_env.sh or set COMFYUI_PATH")
-    if str(root) not in sys.path:
+    root = str(default_host_dir())
+    if root not in sys.path:
         sys.path.insert(0, str(root))
     import comfy.cli_args
     comfy.cli_args.args.cpu = True  # before any other comfy import
@@ -107,10 +91,10 @@ def test_tokenizer_yes_no_are_single_tokens_and_specials_are_qwen_like(qwen3_dir
     assert all(len(v) == 1 for v in ids.values()), ids
     assert len({v[0] for v in ids.values()}) == 4
     assert tok.decode(ids[" Yes"]) == " Yes"
-    specials = tok.convert_tokens_to_ids(list(tiny.QWEN_SPECIAL_TOKENS))
+    specials = tok.convert_tokens_to_ids(list(tokenizer.QWEN_SPECIAL_TOKENS))
     assert specials == list(range(len(tok) - 7, len(tok)))  # appended after the learned vocabulary
     assert tok.eos_token == "<|im_end|>" and tok.pad_token == "<|endoftext|>"
-    for special in tiny.QWEN_SPECIAL_TOKENS:  # each stays one token inside running text
+    for special in tokenizer.QWEN_SPECIAL_TOKENS:  # each stays one token inside running text
         assert tok.encode(f"a{special}b", add_special_tokens=False)[1] == tok.convert_tokens_to_ids(special)
     assert 1900 <= len(tok) <= 2100
     text = '{"goal": "By the end of the video, does the yellow ball reach the red square?", "process": []}'
@@ -118,8 +102,8 @@ def test_tokenizer_yes_no_are_single_tokens_and_specials_are_qwen_like(qwen3_dir
 
 
 def test_tokenizer_is_deterministic():
-    a = tiny.build_tiny_tokenizer().backend_tokenizer.to_str()
-    b = tiny.build_tiny_tokenizer().backend_tokenizer.to_str()
+    a = tokenizer.build_tiny_tokenizer().backend_tokenizer.to_str()
+    b = tokenizer.build_tiny_tokenizer().backend_tokenizer.to_str()
     assert a == b
 
 
@@ -211,9 +195,9 @@ def test_qwen25vl_round_trip(qwen25_dir):
 
 
 def test_qwen_builds_are_deterministic(qwen3_dir, work):
-    again = tiny.build_tiny_qwen3vl(work / "qwen3_again", seed=0)
+    again = qwen.build_tiny_qwen3vl(work / "qwen3_again", seed=0)
     assert _folder_bytes(again) == _folder_bytes(qwen3_dir)
-    other = tiny.build_tiny_qwen3vl(work / "qwen3_seed1", seed=1)
+    other = qwen.build_tiny_qwen3vl(work / "qwen3_seed1", seed=1)
     a, b = load_file(qwen3_dir / "model.safetensors"), load_file(other / "model.safetensors")
     assert a.keys() == b.keys()
     assert not torch.equal(a["lm_head.weight"], b["lm_head.weight"])
@@ -225,7 +209,7 @@ def test_builders_refuse_to_replace_unrelated_folders(work):
     folder.mkdir()
     (folder / "notes.txt").write_text("keep me")
     with pytest.raises(ValueError):
-        tiny.build_tiny_qwen3vl(folder)
+        qwen.build_tiny_qwen3vl(folder)
     assert (folder / "notes.txt").read_text() == "keep me"
 
 
@@ -247,14 +231,14 @@ def test_qwen_weights_are_explicitly_filled(qwen3_dir, qwen25_dir):
 # ----------------------------------------------------------------------------------------------------
 
 def test_diffusers_wan_forward_scalar_and_per_token_timesteps():
-    model = tiny.build_tiny_diffusers_wan(seed=0)
+    model = wan.build_tiny_diffusers_wan(seed=0)
     cfg = model.config
     assert (cfg.in_channels, cfg.out_channels, tuple(cfg.patch_size)) == (48, 48, (1, 2, 2))
-    assert cfg.text_dim == tiny.TINY_DIFFUSERS_TEXT_DIM and cfg.image_dim is None
+    assert cfg.text_dim == wan.TINY_DIFFUSERS_TEXT_DIM and cfg.image_dim is None
     assert not model.training and all(p.dtype == torch.float32 for p in model.parameters())
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 48, 3, 4, 4, generator=g)
-    ctx = torch.randn(2, 8, tiny.TINY_DIFFUSERS_TEXT_DIM, generator=g)
+    ctx = torch.randn(2, 8, wan.TINY_DIFFUSERS_TEXT_DIM, generator=g)
     with torch.no_grad():
         out = model(x, torch.tensor([999.0, 500.0]), ctx).sample
         seq_len = 3 * 2 * 2
@@ -270,12 +254,12 @@ def test_diffusers_wan_forward_scalar_and_per_token_timesteps():
 
 
 def test_diffusers_wan_is_deterministic():
-    a = tiny.build_tiny_diffusers_wan(seed=0).state_dict()
-    b = tiny.build_tiny_diffusers_wan(seed=0).state_dict()
-    c = tiny.build_tiny_diffusers_wan(seed=1).state_dict()
+    a = wan.build_tiny_diffusers_wan(seed=0).state_dict()
+    b = wan.build_tiny_diffusers_wan(seed=0).state_dict()
+    c = wan.build_tiny_diffusers_wan(seed=1).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert any(not torch.equal(a[k], c[k]) for k in a)
-    small = tiny.build_tiny_diffusers_wan(seed=0, num_layers=1)
+    small = wan.build_tiny_diffusers_wan(seed=0, num_layers=1)
     assert len(small.blocks) == 1
 
 
@@ -311,13 +295,13 @@ def test_comfy_wan_is_detected_as_wan22_5b(comfy, demo, caplog):
 
 
 def test_comfy_wan_is_deterministic(work, demo):
-    same = tiny.write_tiny_comfy_wan(work / "wan_again.safetensors", seed=0)
-    other = tiny.write_tiny_comfy_wan(work / "wan_seed1.safetensors", seed=1)
+    same = wan.write_tiny_comfy_wan(work / "wan_again.safetensors", seed=0)
+    other = wan.write_tiny_comfy_wan(work / "wan_seed1.safetensors", seed=1)
     assert same.read_bytes() == demo["diffusion_model"].read_bytes()
     assert _sha256(other) != _sha256(same)
     with pytest.raises(ValueError):
-        tiny.write_tiny_comfy_wan(work / "bad.safetensors", dim=96)
-    wider = tiny.write_tiny_comfy_wan(work / "wan_256.safetensors", seed=0, dim=256, layers=1, ffn_dim=512)
+        wan.write_tiny_comfy_wan(work / "bad.safetensors", dim=96)
+    wider = wan.write_tiny_comfy_wan(work / "wan_256.safetensors", seed=0, dim=256, layers=1, ffn_dim=512)
     assert load_file(wider)["head.modulation"].shape == (1, 2, 256)
 
 
@@ -342,10 +326,10 @@ def test_wan22_vae_encodes_and_decodes(comfy, demo):
 
 
 def test_wan22_vae_is_deterministic(work, demo):
-    again = tiny.write_tiny_wan22_vae(work / "vae_again.safetensors", seed=0)
+    again = vae.write_tiny_wan22_vae(work / "vae_again.safetensors", seed=0)
     assert _sha256(again) == _sha256(demo["vae"])
     again.unlink()
-    shapes = dict(tiny.wan22_vae_shapes())
+    shapes = dict(vae.wan22_vae_shapes())
     with safe_open(str(demo["vae"]), "pt") as f:
         assert set(f.keys()) == set(shapes)
         assert all(tuple(f.get_slice(k).get_shape()) == shapes[k] for k in shapes)
@@ -369,19 +353,19 @@ def test_taehv_decodes_48_channel_latents(comfy, demo):
 
 
 def test_taehv_is_deterministic(work, demo):
-    assert tiny.write_tiny_taehv(work / "tae_again.safetensors", seed=0).read_bytes() == demo["taehv"].read_bytes()
-    assert _sha256(tiny.write_tiny_taehv(work / "tae_seed1.safetensors", seed=1)) != _sha256(demo["taehv"])
+    assert vae.write_tiny_taehv(work / "tae_again.safetensors", seed=0).read_bytes() == demo["taehv"].read_bytes()
+    assert _sha256(vae.write_tiny_taehv(work / "tae_seed1.safetensors", seed=1)) != _sha256(demo["taehv"])
 
 
 def test_conditioning(work, demo):
-    c = tiny.tiny_conditioning(0, 16, 4096)
+    c = wan.tiny_conditioning(0, 16, 4096)
     assert c.shape == (1, 16, 4096) and c.dtype == torch.float32
-    assert torch.equal(c, tiny.tiny_conditioning(0, 16, 4096))
-    assert not torch.equal(c, tiny.tiny_conditioning(1, 16, 4096))
+    assert torch.equal(c, wan.tiny_conditioning(0, 16, 4096))
+    assert not torch.equal(c, wan.tiny_conditioning(1, 16, 4096))
     stored = load_file(demo["conditioning"])
-    assert list(stored) == [tiny.CONDITIONING_KEY] and torch.equal(stored[tiny.CONDITIONING_KEY], c)
-    small = tiny.write_tiny_conditioning(work / "cond.safetensors", seed=3, tokens=5, dim=64)
-    assert torch.equal(load_file(small)[tiny.CONDITIONING_KEY], tiny.tiny_conditioning(3, 5, 64))
+    assert list(stored) == [wan.CONDITIONING_KEY] and torch.equal(stored[wan.CONDITIONING_KEY], c)
+    small = wan.write_tiny_conditioning(work / "cond.safetensors", seed=3, tokens=5, dim=64)
+    assert torch.equal(load_file(small)[wan.CONDITIONING_KEY], wan.tiny_conditioning(3, 5, 64))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -390,27 +374,27 @@ def test_conditioning(work, demo):
 
 def test_demo_layout_and_manifest(demo):
     root = demo["manifest"].parent
-    for item, rel in tiny.DEMO_LAYOUT.items():
+    for item, rel in demo_models.DEMO_LAYOUT.items():
         assert demo[item] == root / rel and demo[item].exists()
     assert (demo["teacher"] / "config.json").is_file()
     manifest = json.loads(demo["manifest"].read_text())
-    assert manifest["seed"] == 0 and manifest["version"] == tiny.TINY_VERSION
+    assert manifest["seed"] == 0 and manifest["version"] == weights.TINY_VERSION
     assert manifest["items"]["vae"]["files"] == {"tiny_wan22_vae.safetensors": _sha256(demo["vae"])}
 
 
 def test_demo_models_are_kept_or_repaired(demo):
     root = demo["manifest"].parent
-    stamps = {item: demo[item].stat().st_mtime_ns for item in tiny.DEMO_LAYOUT}
+    stamps = {item: demo[item].stat().st_mtime_ns for item in demo_models.DEMO_LAYOUT}
     lines = []
-    tiny.write_demo_models(root, seed=0, log=lines.append)
+    demo_models.write_demo_models(root, seed=0, log=lines.append)
     assert len(lines) == 5 and all(line.startswith("kept") for line in lines), lines
-    assert {item: demo[item].stat().st_mtime_ns for item in tiny.DEMO_LAYOUT} == stamps
+    assert {item: demo[item].stat().st_mtime_ns for item in demo_models.DEMO_LAYOUT} == stamps
 
     good = demo["conditioning"].read_bytes()
     demo["conditioning"].write_bytes(b"not a tensor")
     (demo["teacher"] / "config.json").unlink()
     lines = []
-    tiny.write_demo_models(root, seed=0, log=lines.append)
+    demo_models.write_demo_models(root, seed=0, log=lines.append)
     status = {line.split()[1]: line.split()[0] for line in lines}
     assert status == {"diffusion_model": "kept", "vae": "kept", "taehv": "kept", "teacher": "wrote",
                       "conditioning": "wrote"}
@@ -418,9 +402,9 @@ def test_demo_models_are_kept_or_repaired(demo):
     assert (demo["teacher"] / "config.json").is_file()
 
 
-def test_make_tiny_models_script(demo):
+def test_demo_models_command(demo):
     root = demo["manifest"].parent
-    proc = subprocess.run([sys.executable, "scripts/make_tiny_models.py", "--models-dir", str(root), "--seed", "0"],
+    proc = subprocess.run([sys.executable, "-m", "tto_models.demo", "--models-dir", str(root), "--seed", "0"],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout.splitlines()

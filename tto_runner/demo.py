@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,8 +31,7 @@ def models_cache() -> Path:
 
 def ensure_tiny_models(models_dir: Path | None = None) -> Path:
     """Write (or reuse) the tiny demo models; deterministic, so a cached copy is as good as a new one."""
-    sys.path.insert(0, str(REPO_ROOT))
-    from tto_engine.tiny import write_demo_models
+    from tto_models.demo import write_demo_models
 
     models_dir = Path(models_dir or models_cache())
     write_demo_models(models_dir, seed=0)
