@@ -66,7 +66,7 @@ def measure(size: str, iterations: int, teacher_dir: str) -> dict:
     plain = (time.perf_counter() - tick) / repeats
 
     lora = LoRAAdapter(model, LoRASpec(rank=16, alpha=16, target_modules=reasoner.lora_targets))
-    config = TTOConfig(max_iterations=iterations, lr=5e-5, loss_threshold=0.0, num_frames=k, steps=4)
+    config = TTOConfig(max_iterations=iterations, learning_rate=5e-5, loss_threshold=0.0, frames=k, steps=4)
     result = run_tto(reasoner, decoder, teacher, queries, lora, noise, clean, mask, config)
     timed = result.history[1:-1] or result.history  # no warm-up; the last iteration takes no backward
     roles = {role: statistics.mean(r.timings.get(role, 0.0) for r in timed)

@@ -6,13 +6,13 @@ from comfy_api.latest import ComfyExtension, io
 
 from .baseline_nodes import BestOfNSample, TeacherRewritePrompt
 from .teacher_nodes import RewardQuery, TeacherAnalyze, VLMScore, VLMTeacherLoader, register_folders
-from .tto_nodes import LoadConditioning, LoRAAttach, TTOLoop
+from .tto_nodes import LoadConditioningFile, LoRAAttach, TTOLoop
 
 
 class VLMTeacherExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [VLMTeacherLoader, TeacherAnalyze, RewardQuery, VLMScore, LoRAAttach, TTOLoop, LoadConditioning,
+        return [VLMTeacherLoader, TeacherAnalyze, RewardQuery, VLMScore, LoRAAttach, TTOLoop, LoadConditioningFile,
                 BestOfNSample, TeacherRewritePrompt]
 
 

@@ -15,7 +15,7 @@ import comfy.samplers
 import comfy.utils
 from comfy_api.latest import io
 
-from ..tto_engine import combine_losses, sample_frame_indices
+from ..tto_engine import best_of_n_cost, generation_cost, grade_video
 from .comfy_reasoner import check_instance, interrupted_check, stock_ksampler, surrogate_decoder, wan_diffusion_model
 from .teacher_nodes import image_to_frames
 from .types import QUERIES, TEACHER
@@ -66,7 +66,7 @@ class BestOfNSample(io.ComfyNode):
                 scheduler, frames, goal_weight, video_fps, decoder=None) -> io.NodeOutput:
         wan_diffusion_model(model)
         queries = check_instance(latent, queries)
-        grade = surrogate_decoder(decoder, model)
+        decoder_of_samples = surrogate_decoder(decoder, model)
         progress = comfy.utils.ProgressBar(n)
         start = time.perf_counter()
         results, best = [], None
@@ -74,20 +74,16 @@ class BestOfNSample(io.ComfyNode):
             interrupted_check()
             sample = stock_ksampler(model, seed + i, steps, cfg, sampler_name, scheduler, positive, negative, latent)
             with torch.no_grad():
-                video = grade(model.model.process_latent_in(sample["samples"]))
-                idx = sample_frame_indices(video.shape[0], frames)
-                stamps = [j * grade.temporal_stride / video_fps for j in idx]
-                graded = teacher.score(video[idx], queries, stamps)
-            loss = float(combine_losses(graded.losses.float().cpu(), queries, goal_weight))
-            score = float(combine_losses(graded.scores, queries, goal_weight))
-            results.append({"seed": seed + i, "loss": round(loss, 5), "score": round(score, 5),
-                            "query_scores": [round(float(s), 4) for s in graded.scores]})
+                video = decoder_of_samples(model.model.process_latent_in(sample["samples"]))
+                grade = grade_video(teacher, video, queries, frames, video_fps, goal_weight,
+                                    decoder_of_samples.temporal_stride)
+            loss = float(grade.loss)
+            results.append({"seed": seed + i, "loss": round(loss, 5), "score": round(grade.score, 5),
+                            "query_scores": [round(float(s), 4) for s in grade.scores]})
             if best is None or loss < best[0]:
                 best = (loss, seed + i, sample)
             progress.update_absolute(i + 1, n)
-        wall = time.perf_counter() - start
-        cost = {"reasoner_forward": n * steps * (1 if cfg == 1.0 else 2), "decoder_forward": n,
-                "teacher_forward": n, "samples": n, "per_sample_s": round(wall / n, 3), "wall_s": round(wall, 3)}
+        cost = best_of_n_cost(n, steps, cfg, time.perf_counter() - start)
         report = json.dumps({"best_seed": best[1], "best_loss": round(best[0], 5), "samples": results,
                              "cost": cost}, indent=2)
         return io.NodeOutput(best[2], best[1], json.dumps(results), report, ui={"text": [report]})
@@ -120,6 +116,5 @@ class TeacherRewritePrompt(io.ComfyNode):
         start = time.perf_counter()
         prompt, notes = teacher.rewrite_instruction(instruction, frame, max_new_tokens)
         report = json.dumps({"prompt": prompt, "notes": notes,
-                             "cost": {"teacher_generate": 1, "wall_s": round(time.perf_counter() - start, 3)}},
-                            indent=2)
+                             "cost": generation_cost(time.perf_counter() - start)}, indent=2)
         return io.NodeOutput(prompt, report, ui={"text": [report]})

@@ -14,7 +14,7 @@ import comfy.model_management
 import comfy.sample
 import comfy.samplers
 
-from ..tto_engine import LinearRGBDecoder, ModuleDecoder
+from ..tto_engine import LinearRGBDecoder, ModuleDecoder, require_queries
 
 # Attention (self and cross) and FFN linears of every block, in ComfyUI's (the original) Wan names.
 COMFY_WAN_LORA_TARGETS = r"blocks\.\d+\.(self_attn|cross_attn)\.(q|k|v|o)|blocks\.\d+\.ffn\.(0|2)"
@@ -180,9 +180,7 @@ def surrogate_decoder(vae, model):
 
 def check_instance(latent: dict, queries) -> list:
     """One Wan video instance and a non-empty query list, or a ValueError that says how to fix it."""
-    queries = list(queries or ())
-    if not queries:
-        raise ValueError("The query list is empty: connect RewardQuery or TeacherAnalyze to 'queries'.")
+    queries = require_queries(queries)
     samples = latent["samples"]
     if samples.ndim != 5:
         raise ValueError(f"This node needs a video latent [batch, channels, frames, height, width]; got "

@@ -62,41 +62,32 @@ def render_reward_curve(history, queries, threshold: float, width: int = 640, he
     return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)[None]
 
 
-def tto_cost(loop_cost: dict, steps: int, cfg: float, sample_s: float) -> dict:
-    """The loop's passes plus the final sample's, in model passes and seconds; cfg != 1 doubles every reasoner
-    pass (cond + uncond). `equal_wall_samples`: plain samples that fit in the same wall time (Best-of-N's N)."""
-    guidance = 1 if cfg == 1.0 else 2
-    loop = dict(loop_cost)
-    cost = {
-        "reasoner_forward": (loop.pop("reasoner_calls") + steps) * guidance,
-        "reasoner_backward": loop.pop("reasoner_backward") * guidance,
-        **loop,
-        "final_sample_s": round(sample_s, 3),
-        "wall_s": round(loop["wall_s"] + sample_s, 3),
-    }
-    cost["equal_wall_samples"] = max(1, round(cost["wall_s"] / sample_s)) if sample_s > 0 else None
-    return cost
+def _number(value: float, digits: int = 5) -> float | None:
+    """A finite number rounded for the report; None (JSON null) for NaN or infinity."""
+    return round(value, digits) if math.isfinite(value) else None
 
 
-def tto_report(result, queries, config, cost: dict | None = None) -> str:
+def tto_report(result, queries, config, cost: dict) -> str:
+    """The loop's JSON report: stop reason, losses (null where not finite), per-query scores, time, cost."""
+    first = result.history[0] if result.history else None
     last = result.history[-1] if result.history else None
-    per_role = {}
+    per_role: dict[str, float] = {}
     for r in result.history:
-        for k, v in r.timings.items():
-            per_role[k] = per_role.get(k, 0.0) + v
+        for role, seconds in r.timings.items():
+            per_role[role] = per_role.get(role, 0.0) + seconds
     return json.dumps({
         "iterations": result.iterations,
         "stop_reason": result.stop_reason,
-        "first_loss": result.history[0].loss if result.history else None,
-        "final_loss": result.final_loss,
+        "first_loss": _number(first.loss) if first else None,
+        "final_loss": _number(result.final_loss),
         "loss_threshold": config.loss_threshold,
         "decoded_frames": result.decoded_frames,
         "teacher_frames": result.teacher_frames,
         "queries": [{"question": q.text, "kind": q.kind, "expected": q.answer,
-                     "first_score": round(result.history[0].query_scores[i], 4),
-                     "final_score": round(last.query_scores[i], 4)} for i, q in enumerate(queries)] if last else [],
+                     "first_score": _number(first.query_scores[i], 4),
+                     "final_score": _number(last.query_scores[i], 4)} for i, q in enumerate(queries)] if last else [],
         "seconds": round(sum(r.seconds for r in result.history), 3),
         "seconds_per_role": {k: round(v, 3) for k, v in per_role.items()},
-        "loss_curve": [round(r.loss, 5) for r in result.history],
-        "cost": cost or {},
-    }, indent=2)
+        "loss_curve": [_number(r.loss) for r in result.history],
+        "cost": cost,
+    }, indent=2, allow_nan=False)

@@ -12,7 +12,7 @@ import comfy.model_management
 import folder_paths
 from comfy_api.latest import io
 
-from ..tto_engine import Query, VLMTeacher, combine_losses, sample_frame_indices
+from ..tto_engine import Query, VLMTeacher, generation_cost, grade_video
 from .types import QUERIES, TEACHER
 
 LLM_FOLDER = "LLM"
@@ -139,8 +139,7 @@ class TeacherAnalyze(io.ComfyNode):
         proposal = teacher.propose_queries(instruction, frame, max_new_tokens)
         combined = tuple(queries or ()) + tuple(proposal.queries)
         report = json.dumps({"source": proposal.source, "notes": proposal.notes, "reply": proposal.raw,
-                             "cost": {"teacher_generate": 1, "wall_s": round(time.perf_counter() - start, 3)}},
-                            indent=2)
+                             "cost": generation_cost(time.perf_counter() - start)}, indent=2)
         return io.NodeOutput(combined, json.dumps([q.to_dict() for q in combined], indent=2), report,
                              ui={"text": [report]})
 
@@ -204,17 +203,8 @@ class VLMScore(io.ComfyNode):
 
     @classmethod
     def execute(cls, teacher, images, queries, frames, fps, goal_weight) -> io.NodeOutput:
-        if not queries:
-            raise ValueError("No queries to score against: connect RewardQuery or TeacherAnalyze.")
-        video = image_to_frames(images)
-        idx = sample_frame_indices(video.shape[0], frames)
-        graded = teacher.score(video[idx], list(queries), [i / fps for i in idx])
-        losses = graded.losses.float().cpu()
-        score = float(combine_losses(graded.scores, list(queries), goal_weight))
-        loss = float(combine_losses(losses, list(queries), goal_weight))
-        rows = [{"question": q.text, "kind": q.kind, "expected": q.answer, "score": round(float(s), 4),
-                 "p_yes": round(float(p), 6), "nll": round(float(l), 4)}
-                for q, s, p, l in zip(queries, graded.scores, graded.p_yes, losses)]
-        report = json.dumps({"score": round(score, 4), "loss": round(loss, 4), "frames": len(idx),
-                             "queries": rows}, indent=2)
-        return io.NodeOutput(score, loss, report, ui={"text": [report]})
+        grade = grade_video(teacher, image_to_frames(images), queries, frames, fps, goal_weight)
+        loss = float(grade.loss)
+        report = json.dumps({"score": round(grade.score, 4), "loss": round(loss, 4), "frames": grade.frames,
+                             "queries": grade.query_rows(queries)}, indent=2)
+        return io.NodeOutput(grade.score, loss, report, ui={"text": [report]})

@@ -12,10 +12,10 @@ import comfy.sd
 import comfy.utils
 from comfy_api.latest import io
 
-from ..tto_engine import GRADIENT_MODES, LoRAAdapter, LoRASpec, TTOConfig, run_tto
+from ..tto_engine import GRADIENT_MODES, LoRAAdapter, LoRASpec, TTOConfig, run_tto, tto_cost
 from .comfy_reasoner import (LORA_TARGET_PRESETS, autograd_usable, check_instance, clone_tensors, interrupted_check,
                              run_with_comfy_model, stock_ksampler, surrogate_decoder, wan_diffusion_model)
-from .report import render_reward_curve, tto_cost, tto_report
+from .report import render_reward_curve, tto_report
 from .types import LORA_ATTACHMENT, QUERIES, TEACHER
 
 log = logging.getLogger(__name__)
@@ -79,9 +79,11 @@ class TTOLoop(io.ComfyNode):
                 io.Float.Input("cfg", default=1.0, min=0.0, max=30.0, step=0.1,
                                tooltip="Classifier-free guidance (1.0 for distilled models: one pass per step)."),
                 io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS, default="euler",
-                               tooltip="Sampler of the final run."),
+                               tooltip="Sampler of the final run only. The loop's own predictions do not use it: "
+                                       "they take Euler steps on the same noise levels (gradient_mode first: one "
+                                       "step from the first level)."),
                 io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default="simple",
-                               tooltip="Noise schedule of the final run (also places the loop's noise levels)."),
+                               tooltip="Noise schedule of the final run; it also places the loop's noise levels."),
                 io.Int.Input("max_iterations", default=40, min=1, max=1000,
                              tooltip="Upper bound on teacher-guided updates (the paper: 40, ~16 used on average)."),
                 io.Float.Input("learning_rate", default=5e-5, min=1e-7, max=1.0, step=1e-6,
@@ -124,8 +126,8 @@ class TTOLoop(io.ComfyNode):
                              "model through it first.")
         module = wan_diffusion_model(model)
         queries = check_instance(latent, queries)
-        config = TTOConfig(max_iterations=max_iterations, lr=learning_rate, loss_threshold=loss_threshold,
-                           goal_weight=goal_weight, num_frames=frames, steps=steps, gradient_mode=gradient_mode,
+        config = TTOConfig(max_iterations=max_iterations, learning_rate=learning_rate, loss_threshold=loss_threshold,
+                           goal_weight=goal_weight, frames=frames, steps=steps, gradient_mode=gradient_mode,
                            video_fps=video_fps)
         frozen = [module, teacher.model] + ([loop_decoder.first_stage_model] if loop_decoder is not None else [])
         progress = comfy.utils.ProgressBar(max_iterations)
@@ -153,7 +155,8 @@ class TTOLoop(io.ComfyNode):
         tick = time.perf_counter()
         final = stock_ksampler(adapted, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent)
         sample_s = time.perf_counter() - tick
-        report = tto_report(result, queries, config, tto_cost(result.cost(steps, gradient_mode), steps, cfg, sample_s))
+        cost = tto_cost(result.cost(steps, gradient_mode, cfg), steps, cfg, sample_s)
+        report = tto_report(result, queries, config, cost)
         curve = render_reward_curve(result.history, queries, loss_threshold)
         return io.NodeOutput(adapted, final, lora_state, curve, report, result.iterations, ui={"text": [report]})
 
@@ -167,7 +170,7 @@ def _progress_text(message, node_id):
         pass
 
 
-class LoadConditioning(io.ComfyNode):
+class LoadConditioningFile(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         import folder_paths

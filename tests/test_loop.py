@@ -6,14 +6,14 @@ import pytest
 import torch
 
 from tto_engine import (LinearRGBDecoder, LoRAAdapter, LoRASpec, ModuleDecoder, Query, TTOConfig, draw_noise,
-                        run_tto)
+                        run_tto, tto_cost)
 from tto_engine.diffusers_wan import DiffusersWanReasoner
 from tto_models.wan import TINY_DIFFUSERS_TEXT_DIM, build_tiny_diffusers_wan
 
 QUERIES = [Query("Does the yellow ball reach the red square?", "goal"),
            Query("Does the ball avoid every X?", "process")]
 # Tiny random models move slowly at the paper's lr (5e-5); a larger step shows the same mechanism quickly.
-FAST = dict(lr=2e-2, num_frames=8, loss_threshold=0.0)
+FAST = dict(learning_rate=2e-2, frames=8, loss_threshold=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_the_loop_lowers_the_teacher_loss(reasoner, decoder, teacher):
 def test_early_stop_fires_when_the_threshold_is_above_the_first_loss(reasoner, decoder, teacher):
     probe = run(reasoner, decoder, teacher, TTOConfig(max_iterations=1, **FAST))
     first = probe.history[0].loss
-    config = TTOConfig(max_iterations=10, lr=2e-2, num_frames=8, loss_threshold=first + 0.01)
+    config = TTOConfig(max_iterations=10, learning_rate=2e-2, frames=8, loss_threshold=first + 0.01)
     result = run(reasoner, decoder, teacher, config)
     assert result.iterations == 1 and result.stop_reason == "threshold"
     assert all(float(p.abs().sum()) == 0 for n, p in result.lora.state_dict().items() if n.endswith("lora_B"))
@@ -150,9 +150,27 @@ def test_config_rejects_bad_values():
 
 def test_cost_counts_the_passes_the_loop_spent(reasoner, decoder, teacher):
     result = run(reasoner, decoder, teacher, TTOConfig(max_iterations=4, **FAST))
+    assert [r.updated for r in result.history] == [True, True, True, False]  # no update after the last evaluation
     cost = result.cost(steps=4, gradient_mode="first")
-    assert cost["reasoner_calls"] == 4 and cost["teacher_forward"] == 4
-    assert cost["reasoner_backward"] == cost["optimizer_steps"] == 3  # no update after the last evaluation
-    assert [r.updated for r in result.history] == [True, True, True, False]
-    assert result.cost(steps=4, gradient_mode="all")["reasoner_calls"] == 16
+    assert cost["reasoner_forward"] == 4 and cost["teacher_forward"] == cost["decoder_forward"] == 4
+    assert cost["reasoner_backward"] == cost["teacher_backward"] == cost["optimizer_steps"] == 3
     assert cost["wall_s"] > 0
+    guided = result.cost(steps=4, gradient_mode="first", cfg=5.0)  # conditional + unconditional passes
+    assert guided["reasoner_forward"] == 8 and guided["reasoner_backward"] == 6
+
+
+def test_cost_of_the_all_steps_gradient_counts_a_backward_through_every_step(reasoner, decoder, teacher):
+    result = run(reasoner, decoder, teacher, TTOConfig(max_iterations=3, gradient_mode="all", **FAST))
+    cost = result.cost(steps=4, gradient_mode="all")
+    assert cost["reasoner_forward"] == 3 * 4
+    assert cost["reasoner_backward"] == 2 * 4 and cost["optimizer_steps"] == 2
+    last = result.cost(steps=4, gradient_mode="last")  # the sampler runs every step, gradients through one
+    assert last["reasoner_forward"] == 3 * 4 and last["reasoner_backward"] == 2
+
+
+def test_the_loop_and_tto_cost_compose_with_the_final_sample(reasoner, decoder, teacher):
+    result = run(reasoner, decoder, teacher, TTOConfig(max_iterations=2, **FAST))
+    loop = result.cost(steps=4, gradient_mode="first", cfg=1.0)
+    total = tto_cost(loop, steps=4, cfg=1.0, final_sample_s=loop["wall_s"] / 2)
+    assert total["reasoner_forward"] == loop["reasoner_forward"] + 4
+    assert total["equal_wall_samples"] == 3  # loop (2 samples' worth) + the final sample

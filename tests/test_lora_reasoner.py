@@ -104,11 +104,11 @@ def test_per_token_timesteps_put_zero_on_frozen_frames(reasoner, i2v):
 
 
 def test_export_in_comfy_lora_format(reasoner, tmp_path):
-    lora = LoRAAdapter(reasoner.module, spec_for(reasoner, rank=4, alpha=8.0))
+    lora = LoRAAdapter.for_reasoner(reasoner, rank=4, alpha=8.0)  # diffusers module, original Wan names out
     with torch.no_grad():
         for p in lora.parameters():
             p.add_(0.01)
-    state = lora.to_comfy(reasoner.lora_export_name)
+    state = lora.to_comfy()
     path = tmp_path / "lora.safetensors"
     save_comfy_lora(state, path)
     loaded = load_file(str(path))

@@ -5,7 +5,7 @@ import torch
 from transformers import AutoProcessor
 from transformers.video_utils import VideoMetadata
 
-from tto_engine import Query, VLMTeacher, sample_frame_indices
+from tto_engine import Query, VLMTeacher
 
 QUERIES = [Query("Does the yellow ball reach the red square?", "goal"),
            Query("Does the ball avoid every X?", "process"),
@@ -98,21 +98,10 @@ def test_losses_are_answer_nll_and_scores_compare_yes_with_no(teacher):
     assert torch.allclose(s.scores[0] + s.scores[1], torch.tensor(1.0), atol=1e-5)
 
 
-def test_frame_sampling_is_uniform_with_both_ends():
-    assert sample_frame_indices(89, 24)[0] == 0 and sample_frame_indices(89, 24)[-1] == 88
-    assert len(sample_frame_indices(89, 24)) == 24
-    idx = sample_frame_indices(89, 24)
-    gaps = [b - a for a, b in zip(idx, idx[1:])]
-    assert max(gaps) - min(gaps) <= 1
-    assert sample_frame_indices(9, 24) == list(range(9))  # fewer frames than K: all of them
-    with pytest.raises(ValueError):
-        sample_frame_indices(0, 4)
-
-
 def test_bad_inputs_get_clear_errors(teacher, tmp_path):
     with pytest.raises(ValueError, match=r"\[T, 3, H, W\]"):
         teacher.score(torch.rand(4, 64, 64, 3), QUERIES)
-    with pytest.raises(ValueError, match="No queries"):
+    with pytest.raises(ValueError, match="query list is empty"):
         teacher.score(frames_of(4, 64, 64), [])
     with pytest.raises(FileNotFoundError, match="config.json"):
         VLMTeacher.from_pretrained(tmp_path / "missing")

@@ -35,7 +35,8 @@ class LoRASpec:
 class LoRAAdapter:
     """LoRA layers for the linears of `module` that match `spec.target_modules`; zero effect at start."""
 
-    def __init__(self, module: nn.Module, spec: LoRASpec, dtype: torch.dtype = torch.float32):
+    def __init__(self, module: nn.Module, spec: LoRASpec, dtype: torch.dtype = torch.float32,
+                 export_name: Callable[[str], str] = lambda name: name):
         from peft import LoraConfig
         from peft.tuners.lora import layer as lora_layer
         from peft.tuners.tuners_utils import check_target_module_exists
@@ -45,6 +46,7 @@ class LoRAAdapter:
                                  init_lora_weights=True)
         self.spec = spec
         self.module = module
+        self.export_name = export_name  # module name -> the original checkpoint's name, for ComfyUI keys
         self._slots: list[tuple[nn.Module, str, nn.Module, nn.Module]] = []  # parent, child name, base, wrapper
         self.names: list[str] = []
         flags = {id(p): p.requires_grad for p in module.parameters()}
@@ -68,6 +70,13 @@ class LoRAAdapter:
             raise ValueError(f"No linear layer matches the LoRA targets {spec.target_modules!r}; "
                              "is this the right kind of model?")
         self._attached = False
+
+    @classmethod
+    def for_reasoner(cls, reasoner, rank: int = 16, alpha: float = 16.0, seed: int = 0,
+                     dtype: torch.dtype = torch.float32) -> "LoRAAdapter":
+        """A LoRA on the reasoner's attention and FFN linears, exporting under the checkpoint's own names."""
+        spec = LoRASpec(rank=rank, alpha=alpha, target_modules=reasoner.lora_targets, seed=seed)
+        return cls(reasoner.module, spec, dtype, export_name=reasoner.lora_export_name)
 
     # ---------------------------------------------------------------------------------------------
     def parameters(self) -> list[nn.Parameter]:
@@ -113,15 +122,11 @@ class LoRAAdapter:
             w.lora_A[ADAPTER].weight.copy_(state[f"{name}.lora_A"])
             w.lora_B[ADAPTER].weight.copy_(state[f"{name}.lora_B"])
 
-    def to_comfy(self, rename: Callable[[str], str] = lambda n: n, prefix: str = "diffusion_model.",
-                 dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-        """ComfyUI LoRA keys: `<prefix><module>.lora_down.weight`, `.lora_up.weight` and `.alpha`.
-
-        `rename` maps this module's names to the checkpoint's original names (identity for ComfyUI models).
-        """
+    def to_comfy(self, prefix: str = "diffusion_model.", dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+        """ComfyUI LoRA keys: `<prefix><original module name>.lora_down.weight`, `.lora_up.weight`, `.alpha`."""
         out = {}
         for name, (_, _, _, w) in zip(self.names, self._slots):
-            key = prefix + rename(name)
+            key = prefix + self.export_name(name)
             out[f"{key}.lora_down.weight"] = w.lora_A[ADAPTER].weight.detach().to("cpu", dtype).contiguous()
             out[f"{key}.lora_up.weight"] = w.lora_B[ADAPTER].weight.detach().to("cpu", dtype).contiguous()
             out[f"{key}.alpha"] = torch.tensor(float(self.spec.alpha))

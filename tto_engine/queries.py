@@ -43,15 +43,23 @@ class Query:
                    answer=d.get("answer", "Yes"))
 
 
+def require_queries(queries) -> list[Query]:
+    """The queries as a list, or a ValueError when there are none: nothing can be graded without a question."""
+    queries = list(queries or ())
+    if not queries:
+        raise ValueError("The query list is empty: the teacher needs at least one yes/no question to grade a "
+                         "video (in ComfyUI, connect RewardQuery or TeacherAnalyze to 'queries').")
+    return queries
+
+
 def combine_losses(losses, queries: Sequence[Query], goal_weight: float = 0.5):
     """L = goal_weight * L_goal + (1 - goal_weight) * L_process, each a weight-averaged mean over its queries.
 
     With only goal (or only process) queries the total is that group's mean. Works on tensors or floats.
     """
+    queries = require_queries(queries)
     if len(losses) != len(queries):
         raise ValueError(f"{len(losses)} losses for {len(queries)} queries.")
-    if not queries:
-        raise ValueError("At least one query is needed to form a loss.")
 
     def group_mean(kind):
         idx = [i for i, q in enumerate(queries) if q.kind == kind]

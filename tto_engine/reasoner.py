@@ -8,7 +8,7 @@ to it) is 1 where the model generates and 0 where the latent stays clean (image-
 
 from __future__ import annotations
 
-from typing import Callable, Literal, Protocol, Sequence
+from typing import Literal, Protocol, Sequence
 
 import torch
 from torch import nn
@@ -47,8 +47,7 @@ def start_latent(noise, clean, noise_mask, sigma0: float):
 
 def predict_clean_latent(reasoner: Reasoner, noise: torch.Tensor, clean: torch.Tensor,
                          noise_mask: torch.Tensor | None, sigmas: Sequence[float] | torch.Tensor,
-                         gradient_mode: GradientMode = "first",
-                         on_step: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+                         gradient_mode: GradientMode = "first") -> torch.Tensor:
     """The loop's x0 estimate, differentiable according to `gradient_mode`.
 
     - "first": one model call at the first noise level, x0 = eps - v(eps) (the paper's default);
@@ -68,8 +67,6 @@ def predict_clean_latent(reasoner: Reasoner, noise: torch.Tensor, clean: torch.T
         track = gradient_mode == "all" or i == last
         with torch.set_grad_enabled(track and torch.is_grad_enabled()):
             x0 = _keep_clean(reasoner.denoise(x, sigmas[i], noise_mask), clean, noise_mask)
-            if on_step is not None:
-                on_step(i, x0)
             if i < last:
                 x = euler_step(x, x0, sigmas[i], sigmas[i + 1])
                 x = _keep_clean(x, clean, noise_mask)
@@ -85,10 +82,9 @@ def euler_step(x, x0, sigma, sigma_next):
 
 
 @torch.no_grad()
-def sample(reasoner: Reasoner, noise, clean, noise_mask, steps: int,
-           on_step: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+def sample(reasoner: Reasoner, noise, clean, noise_mask, steps: int) -> torch.Tensor:
     """Plain few-step Euler sampling (no gradients): the final video once the LoRA is adapted."""
-    return predict_clean_latent(reasoner, noise, clean, noise_mask, reasoner.sigmas(steps), "all", on_step)
+    return predict_clean_latent(reasoner, noise, clean, noise_mask, reasoner.sigmas(steps), "all")
 
 
 def shifted_sigmas(steps: int, shift: float) -> torch.Tensor:

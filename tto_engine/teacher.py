@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .queries import (Query, QueryProposal, build_query_request, build_rewrite_request, clean_rewrite,
-                      parse_query_proposal)
+                      parse_query_proposal, require_queries)
 
 # Per family: model class, and processor defaults used when the checkpoint's config omits a value.
 _FAMILIES = {
@@ -34,17 +34,6 @@ _FAMILIES = {
 }
 
 TEXT, IMAGE, VIDEO = 0, 1, 2  # mm_token_type_ids values
-
-
-def sample_frame_indices(num_frames: int, k: int) -> list[int]:
-    """K indices spread uniformly over the video, first and last included (all frames if fewer than K)."""
-    if num_frames < 1:
-        raise ValueError("The video has no frames.")
-    if k >= num_frames:
-        return list(range(num_frames))
-    if k == 1:
-        return [0]
-    return [round(i * (num_frames - 1) / (k - 1)) for i in range(k)]
 
 
 @dataclass(frozen=True)
@@ -265,8 +254,7 @@ class VLMTeacher:
 
         `timestamps` are the frames' times in seconds (default: 2 frames per second).
         """
-        if not queries:
-            raise ValueError("No queries to score: add at least one RewardQuery or run TeacherAnalyze.")
+        queries = require_queries(queries)
         if timestamps is None:
             timestamps = [i / 2.0 for i in range(frames.shape[0])]
         if len(timestamps) != frames.shape[0]:

@@ -62,6 +62,28 @@ def _tiny_text_config(tok, ids: dict, **family) -> dict:
                 pad_token_id=ids["pad_token_id"], tie_word_embeddings=False, **family)
 
 
+def _tiny_vision_config(**family) -> dict:
+    """The vision tower shared by both tiny teachers; `family` adds the fields that differ."""
+    return dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, in_channels=3, spatial_merge_size=2,
+                temporal_patch_size=2, out_hidden_size=128, **family)
+
+
+def _build_teacher(out_dir, seed: int, config_class, model_class, text: dict, vision: dict, processor) -> pathlib.Path:
+    """Build a tiny teacher of one family into `out_dir`: the shared tokenizer, the shared text and vision
+    sizes plus the family's own fields, seeded weights, and `processor(tokenizer)` saved beside them."""
+    out = _fresh_dir(out_dir)
+    tok = build_tiny_tokenizer()
+    ids = _special_ids(tok)
+    config = config_class(text_config=_tiny_text_config(tok, ids, **text), vision_config=_tiny_vision_config(**vision),
+                          image_token_id=ids["image_token_id"], video_token_id=ids["video_token_id"],
+                          vision_start_token_id=ids["vision_start_token_id"],
+                          vision_end_token_id=ids["vision_end_token_id"], tie_word_embeddings=False)
+    _save_hf_model(model_class, config, out, seed, ids)
+    processor(tok).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
 def build_tiny_qwen3vl(out_dir, seed: int = 0) -> pathlib.Path:
     """Write a tiny random Qwen3-VL checkpoint folder and return its path.
 
@@ -77,49 +99,27 @@ def build_tiny_qwen3vl(out_dir, seed: int = 0) -> pathlib.Path:
     from transformers import (Qwen2VLImageProcessor, Qwen3VLConfig, Qwen3VLForConditionalGeneration,
                               Qwen3VLProcessor, Qwen3VLVideoProcessor)
 
-    out = _fresh_dir(out_dir)
-    tok = build_tiny_tokenizer()
-    ids = _special_ids(tok)
-    config = Qwen3VLConfig(
-        text_config=_tiny_text_config(
-            tok, ids, head_dim=32, attention_bias=False,
-            rope_parameters={"rope_type": "default", "rope_theta": 5000000.0,
-                             "mrope_section": [6, 5, 5], "mrope_interleaved": True}),
-        vision_config=dict(
-            depth=2,
-            hidden_size=64,
-            hidden_act="gelu_pytorch_tanh",
-            intermediate_size=128,
-            num_heads=2,
-            in_channels=3,
-            patch_size=16,
-            spatial_merge_size=2,
-            temporal_patch_size=2,
-            out_hidden_size=128,
-            num_position_embeddings=2304,
-            deepstack_visual_indexes=[0],
-        ),
-        image_token_id=ids["image_token_id"],
-        video_token_id=ids["video_token_id"],
-        vision_start_token_id=ids["vision_start_token_id"],
-        vision_end_token_id=ids["vision_end_token_id"],
-        tie_word_embeddings=False,
-    )
-    _save_hf_model(Qwen3VLForConditionalGeneration, config, out, seed, ids)
-
     half = [0.5, 0.5, 0.5]
-    image_processor = Qwen2VLImageProcessor(
-        patch_size=16, temporal_patch_size=2, merge_size=2, image_mean=half, image_std=half,
-        size={"shortest_edge": 32 * 32 * 4, "longest_edge": 32 * 32 * 256})
-    video_processor = Qwen3VLVideoProcessor(
-        patch_size=16, temporal_patch_size=2, merge_size=2, image_mean=half, image_std=half,
-        size={"shortest_edge": 32 * 32 * 2, "longest_edge": 32 * 32 * 64},
-        fps=2, min_frames=4, max_frames=768, do_sample_frames=True, cap_pixels_per_frame=False)
-    processor = Qwen3VLProcessor(image_processor=image_processor, tokenizer=tok, video_processor=video_processor,
-                                 chat_template=CHAT_TEMPLATE)
-    processor.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+
+    def processor(tok):
+        image_processor = Qwen2VLImageProcessor(
+            patch_size=16, temporal_patch_size=2, merge_size=2, image_mean=half, image_std=half,
+            size={"shortest_edge": 32 * 32 * 4, "longest_edge": 32 * 32 * 256})
+        video_processor = Qwen3VLVideoProcessor(
+            patch_size=16, temporal_patch_size=2, merge_size=2, image_mean=half, image_std=half,
+            size={"shortest_edge": 32 * 32 * 2, "longest_edge": 32 * 32 * 64},
+            fps=2, min_frames=4, max_frames=768, do_sample_frames=True, cap_pixels_per_frame=False)
+        return Qwen3VLProcessor(image_processor=image_processor, tokenizer=tok, video_processor=video_processor,
+                                chat_template=CHAT_TEMPLATE)
+
+    return _build_teacher(
+        out_dir, seed, Qwen3VLConfig, Qwen3VLForConditionalGeneration,
+        text=dict(head_dim=32, attention_bias=False,
+                  rope_parameters={"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [6, 5, 5],
+                                   "mrope_interleaved": True}),
+        vision=dict(hidden_act="gelu_pytorch_tanh", patch_size=16, num_position_embeddings=2304,
+                    deepstack_visual_indexes=[0]),
+        processor=processor)
 
 
 def build_tiny_qwen25vl(out_dir, seed: int = 0) -> pathlib.Path:
@@ -133,45 +133,19 @@ def build_tiny_qwen25vl(out_dir, seed: int = 0) -> pathlib.Path:
     from transformers import (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor,
                               Qwen2VLImageProcessor, Qwen2VLVideoProcessor)
 
-    out = _fresh_dir(out_dir)
-    tok = build_tiny_tokenizer()
-    ids = _special_ids(tok)
-    config = Qwen2_5_VLConfig(
-        text_config=_tiny_text_config(
-            tok, ids, use_sliding_window=False, max_window_layers=2,
-            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [4, 6, 6]}),
-        vision_config=dict(
-            depth=2,
-            hidden_size=64,
-            hidden_act="silu",
-            intermediate_size=128,
-            num_heads=2,
-            in_channels=3,
-            patch_size=14,
-            spatial_merge_size=2,
-            temporal_patch_size=2,
-            tokens_per_second=2,
-            window_size=56,
-            out_hidden_size=128,
-            fullatt_block_indexes=[1],
-        ),
-        image_token_id=ids["image_token_id"],
-        video_token_id=ids["video_token_id"],
-        vision_start_token_id=ids["vision_start_token_id"],
-        vision_end_token_id=ids["vision_end_token_id"],
-        tie_word_embeddings=False,
-    )
-    _save_hf_model(Qwen2_5_VLForConditionalGeneration, config, out, seed, ids)
+    def processor(tok):
+        image_processor = Qwen2VLImageProcessor(
+            patch_size=14, temporal_patch_size=2, merge_size=2,
+            size={"shortest_edge": 28 * 28 * 4, "longest_edge": 28 * 28 * 256})
+        video_processor = Qwen2VLVideoProcessor(
+            patch_size=14, temporal_patch_size=2, merge_size=2,
+            size={"shortest_edge": 28 * 28 * 4, "longest_edge": 28 * 28 * 64}, cap_pixels_per_frame=False)
+        return Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tok, video_processor=video_processor,
+                                   chat_template=CHAT_TEMPLATE)
 
-    image_processor = Qwen2VLImageProcessor(
-        patch_size=14, temporal_patch_size=2, merge_size=2,
-        size={"shortest_edge": 28 * 28 * 4, "longest_edge": 28 * 28 * 256})
-    video_processor = Qwen2VLVideoProcessor(
-        patch_size=14, temporal_patch_size=2, merge_size=2,
-        size={"shortest_edge": 28 * 28 * 4, "longest_edge": 28 * 28 * 64}, cap_pixels_per_frame=False)
-    processor = Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tok, video_processor=video_processor,
-                                    chat_template=CHAT_TEMPLATE)
-    processor.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
-
+    return _build_teacher(
+        out_dir, seed, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration,
+        text=dict(use_sliding_window=False, max_window_layers=2,
+                  rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [4, 6, 6]}),
+        vision=dict(hidden_act="silu", patch_size=14, tokens_per_second=2, window_size=56, fullatt_block_indexes=[1]),
+        processor=processor)

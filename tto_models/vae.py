@@ -24,6 +24,19 @@ def _wan_vae_attention(prefix: str, c: int) -> list:
             + conv_shapes(f"{prefix}.proj", c, c, (1, 1)))
 
 
+def _wan_vae_level(prefix: str, c_in: int, c_out: int, blocks: int, resample: bool, time_conv_out: int | None) -> list:
+    """One encoder or decoder level: residual blocks, then (except at the last level) a spatial resample and
+    possibly a temporal one."""
+    shapes = []
+    for j in range(blocks):
+        shapes += _wan_vae_resblock(f"{prefix}.{j}", c_in if j == 0 else c_out, c_out)
+    if resample:
+        shapes += conv_shapes(f"{prefix}.{blocks}.resample.1", c_out, c_out, (3, 3))
+        if time_conv_out is not None:
+            shapes += conv_shapes(f"{prefix}.{blocks}.time_conv", time_conv_out, c_out, (3, 1, 1))
+    return shapes
+
+
 def wan22_vae_shapes(dim: int = 160, dec_dim: int = 256, z_dim: int = 48) -> list[tuple[str, tuple[int, ...]]]:
     """Key names and shapes of the Wan 2.2 VAE state dict (the 48-channel, 16x16x4 one), as ComfyUI's
     ``comfy/ldm/wan/vae2_2.py`` builds it (widths hard-coded there: encoder 160, decoder 256,
@@ -35,15 +48,9 @@ def wan22_vae_shapes(dim: int = 160, dec_dim: int = 256, z_dim: int = 48) -> lis
     dims = [dim * m for m in [1] + mult]
     shapes += conv_shapes("encoder.conv1", dims[0], 12, (3, 3, 3))
     for i, (c_in, c_out) in enumerate(zip(dims[:-1], dims[1:])):
-        p = f"encoder.downsamples.{i}.downsamples"
-        c = c_in
-        for j in range(2):
-            shapes += _wan_vae_resblock(f"{p}.{j}", c, c_out)
-            c = c_out
-        if i != len(mult) - 1:
-            shapes += conv_shapes(f"{p}.2.resample.1", c_out, c_out, (3, 3))
-            if t_down[i]:
-                shapes += conv_shapes(f"{p}.2.time_conv", c_out, c_out, (3, 1, 1))
+        last = i == len(mult) - 1
+        shapes += _wan_vae_level(f"encoder.downsamples.{i}.downsamples", c_in, c_out, blocks=2, resample=not last,
+                                 time_conv_out=c_out if not last and t_down[i] else None)
     c = dims[-1]
     shapes += _wan_vae_resblock("encoder.middle.0", c, c) + _wan_vae_attention("encoder.middle.1", c)
     shapes += _wan_vae_resblock("encoder.middle.2", c, c)
@@ -58,15 +65,9 @@ def wan22_vae_shapes(dim: int = 160, dec_dim: int = 256, z_dim: int = 48) -> lis
     shapes += _wan_vae_resblock("decoder.middle.0", c, c) + _wan_vae_attention("decoder.middle.1", c)
     shapes += _wan_vae_resblock("decoder.middle.2", c, c)
     for i, (c_in, c_out) in enumerate(zip(dims[:-1], dims[1:])):
-        p = f"decoder.upsamples.{i}.upsamples"
-        c = c_in
-        for j in range(3):
-            shapes += _wan_vae_resblock(f"{p}.{j}", c, c_out)
-            c = c_out
-        if i != len(mult) - 1:
-            shapes += conv_shapes(f"{p}.3.resample.1", c_out, c_out, (3, 3))
-            if t_up[i]:
-                shapes += conv_shapes(f"{p}.3.time_conv", 2 * c_out, c_out, (3, 1, 1))
+        last = i == len(mult) - 1
+        shapes += _wan_vae_level(f"decoder.upsamples.{i}.upsamples", c_in, c_out, blocks=3, resample=not last,
+                                 time_conv_out=2 * c_out if not last and t_up[i] else None)
     shapes += [("decoder.head.0.gamma", (dims[-1], 1, 1, 1))]
     shapes += conv_shapes("decoder.head.2", 12, dims[-1], (3, 3, 3))
     return shapes
