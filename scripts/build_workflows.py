@@ -3,7 +3,7 @@
     python scripts/build_workflows.py --server http://127.0.0.1:8188
 
 The API files are the source; the server (any ComfyUI with this pack installed) supplies each node's
-input order. tests/test_workflows.py checks that the two formats agree.
+input order. tests/test_pack_host.py checks that the two formats agree on a live server.
 """
 
 import argparse
