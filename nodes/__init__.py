@@ -1,11 +1,11 @@
 """The pack's nodes, registered with ComfyUI through the V3 extension API."""
 
+from comfy_api.latest import ComfyExtension, io
 from typing_extensions import override
 
-from comfy_api.latest import ComfyExtension, io
-
 from .baseline_nodes import BestOfNSample, TeacherRewritePrompt
-from .teacher_nodes import RewardQuery, TeacherAnalyze, VLMScore, VLMTeacherLoader, register_folders
+from .model_folders import register_folders
+from .teacher_nodes import RewardQuery, TeacherAnalyze, VLMScore, VLMTeacherLoader
 from .tto_nodes import LoadConditioningFile, LoRAAttach, TTOLoop
 
 

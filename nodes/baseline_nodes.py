@@ -19,6 +19,7 @@ from ..tto_engine import best_of_n_cost, generation_cost, grade_video
 from .comfy_reasoner import check_instance, interrupted_check, stock_ksampler, surrogate_decoder, wan_diffusion_model
 from .teacher_nodes import image_to_frames
 from .types import QUERIES, TEACHER
+from .validation import check_widgets, non_empty, verdict
 
 
 class BestOfNSample(io.ComfyNode):
@@ -62,8 +63,13 @@ class BestOfNSample(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, sampler_name=None, scheduler=None):
+        return verdict(cls, sampler_name=sampler_name, scheduler=scheduler)
+
+    @classmethod
     def execute(cls, model, positive, negative, latent, teacher, queries, seed, n, steps, cfg, sampler_name,
                 scheduler, frames, goal_weight, video_fps, decoder=None) -> io.NodeOutput:
+        check_widgets(cls, locals())
         wan_diffusion_model(model)
         queries = check_instance(latent, queries)
         decoder_of_samples = surrogate_decoder(decoder, model)
@@ -111,7 +117,12 @@ class TeacherRewritePrompt(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, instruction=None):
+        return verdict(cls, non_empty("instruction", instruction))
+
+    @classmethod
     def execute(cls, teacher, instruction, max_new_tokens, first_frame=None) -> io.NodeOutput:
+        check_widgets(cls, locals())
         frame = image_to_frames(first_frame)[0] if first_frame is not None else None
         start = time.perf_counter()
         prompt, notes = teacher.rewrite_instruction(instruction, frame, max_new_tokens)

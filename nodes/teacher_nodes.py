@@ -3,50 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import time
-
-import torch
+from pathlib import Path
 
 import comfy.model_management
-import folder_paths
+import torch
 from comfy_api.latest import io
 
 from ..tto_engine import Query, VLMTeacher, generation_cost, grade_video
+from ..tto_engine.checkpoints import check_vlm_folder
+from ..tto_engine.teacher import SUPPORTED_FAMILIES
+from .model_folders import LLM_FOLDER, name_problem, resolve, vlm_folders
 from .types import QUERIES, TEACHER
-
-LLM_FOLDER = "LLM"
-
-
-def register_folders():
-    """models/LLM holds VLM checkpoint folders; models/conditioning holds saved text embeddings.
-    Paths named in extra_model_paths.yaml are kept; the default folder is added after them."""
-    for name in (LLM_FOLDER, "conditioning"):
-        folder_paths.add_model_folder_path(name, os.path.join(folder_paths.models_dir, name))
-
-
-def vlm_folders() -> list[str]:
-    """Checkpoint folders (holding config.json) under every models/LLM path, one or two levels deep."""
-    found = set()
-    for base in folder_paths.get_folder_paths(LLM_FOLDER):
-        if not os.path.isdir(base):
-            continue
-        for entry in sorted(os.listdir(base)):
-            path = os.path.join(base, entry)
-            if os.path.isfile(os.path.join(path, "config.json")):
-                found.add(entry)
-            elif os.path.isdir(path):
-                found.update(f"{entry}/{sub}" for sub in os.listdir(path)
-                             if os.path.isfile(os.path.join(path, sub, "config.json")))
-    return sorted(found)
-
-
-def vlm_path(name: str) -> str | None:
-    for base in folder_paths.get_folder_paths(LLM_FOLDER):
-        path = os.path.join(base, name)
-        if os.path.isfile(os.path.join(path, "config.json")):
-            return path
-    return None
+from .validation import check_widgets, non_empty, verdict
 
 
 def image_to_frames(images: torch.Tensor) -> torch.Tensor:
@@ -58,6 +27,18 @@ def image_to_frames(images: torch.Tensor) -> torch.Tensor:
 
 
 _DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+MIN_VIDEO_PIXELS = 32 * 32 * 2  # one merged patch of two frames: the smallest clip the teacher can read
+
+
+def pixel_budget_problem(max_video_pixels) -> str | None:
+    if max_video_pixels is not None and 0 < max_video_pixels < MIN_VIDEO_PIXELS:
+        return (f"max_video_pixels {max_video_pixels} is too small for the teacher to see anything: use 0 (the "
+                f"checkpoint's own budget) or at least {MIN_VIDEO_PIXELS}.")
+    return None
+
+
+def teacher_folder(model_name) -> str:
+    return resolve(model_name, LLM_FOLDER, vlm_folders(), "VLM folder")
 
 
 class VLMTeacherLoader(io.ComfyNode):
@@ -80,23 +61,29 @@ class VLMTeacherLoader(io.ComfyNode):
                                          "for TTOLoop at real video sizes, somewhat slower."),
                 io.Int.Input("max_video_pixels", default=0, min=0, max=1 << 30, step=1024,
                              tooltip="Pixel budget for a graded clip (frames x height x width for Qwen3-VL, per "
-                                     "frame for Qwen2.5-VL). 0 keeps the checkpoint's own setting."),
+                                     f"frame for Qwen2.5-VL). 0 keeps the checkpoint's own setting; otherwise at "
+                                     f"least {MIN_VIDEO_PIXELS}."),
             ],
             outputs=[io.Custom(TEACHER).Output(display_name="teacher")],
         )
 
     @classmethod
-    def validate_inputs(cls, model_name, **_):
-        if vlm_path(model_name) is None:
-            return (f"VLM folder '{model_name}' not found under models/{LLM_FOLDER}: put the checkpoint folder "
-                    f"(config.json, weights, tokenizer) there.")
-        return True
+    def validate_inputs(cls, model_name=None, dtype=None, max_video_pixels=None):
+        name = None if model_name is None else name_problem(model_name, LLM_FOLDER, vlm_folders(), "VLM folder")
+        if model_name is not None and name is None:
+            try:
+                check_vlm_folder(Path(teacher_folder(model_name)), SUPPORTED_FAMILIES)
+            except ValueError as e:
+                name = str(e)
+        return verdict(cls, name, pixel_budget_problem(max_video_pixels), dtype=dtype,
+                       max_video_pixels=max_video_pixels)
 
     @classmethod
     def execute(cls, model_name, dtype, gradient_checkpointing, max_video_pixels) -> io.NodeOutput:
-        path = vlm_path(model_name)
-        if path is None:
-            raise ValueError(f"VLM folder '{model_name}' not found under models/{LLM_FOLDER}.")
+        path = teacher_folder(model_name)
+        check_widgets(cls, locals())
+        if problem := pixel_budget_problem(max_video_pixels):
+            raise ValueError(problem)
         device = comfy.model_management.get_torch_device()
         chosen = _DTYPES[dtype] or (torch.float32 if device.type == "cpu" else torch.bfloat16)
         teacher = VLMTeacher.from_pretrained(path, dtype=chosen, device=device,
@@ -133,7 +120,12 @@ class TeacherAnalyze(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, instruction=None):
+        return verdict(cls, non_empty("instruction", instruction))
+
+    @classmethod
     def execute(cls, teacher, instruction, max_new_tokens, first_frame=None, queries=None) -> io.NodeOutput:
+        check_widgets(cls, locals())
         frame = image_to_frames(first_frame)[0] if first_frame is not None else None
         start = time.perf_counter()
         proposal = teacher.propose_queries(instruction, frame, max_new_tokens)
@@ -168,11 +160,12 @@ class RewardQuery(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, question, **_):
-        return True if str(question).strip() else "The question is empty: write a yes/no question."
+    def validate_inputs(cls, question=None, kind=None, expected_answer=None):
+        return verdict(cls, non_empty("question", question), kind=kind, expected_answer=expected_answer)
 
     @classmethod
     def execute(cls, question, kind, weight, expected_answer, queries=None) -> io.NodeOutput:
+        check_widgets(cls, locals())
         return io.NodeOutput(tuple(queries or ()) + (Query(question.strip(), kind, weight, expected_answer),))
 
 
@@ -203,6 +196,7 @@ class VLMScore(io.ComfyNode):
 
     @classmethod
     def execute(cls, teacher, images, queries, frames, fps, goal_weight) -> io.NodeOutput:
+        check_widgets(cls, locals())
         grade = grade_video(teacher, image_to_frames(images), queries, frames, fps, goal_weight)
         loss = float(grade.loss)
         report = json.dumps({"score": round(grade.score, 4), "loss": round(loss, 4), "frames": grade.frames,

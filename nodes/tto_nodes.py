@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
+import safetensors.torch
 import torch
 
 import comfy.samplers
@@ -16,7 +17,9 @@ from ..tto_engine import GRADIENT_MODES, LoRAAdapter, LoRASpec, TTOConfig, run_t
 from .comfy_reasoner import (LORA_TARGET_PRESETS, autograd_usable, check_instance, clone_tensors, interrupted_check,
                              run_with_comfy_model, stock_ksampler, surrogate_decoder, wan_diffusion_model)
 from .report import render_reward_curve, tto_report
+from .model_folders import CONDITIONING_FOLDER, conditioning_files, name_problem, resolve
 from .types import LORA_ATTACHMENT, QUERIES, TEACHER
+from .validation import check_widgets, verdict
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +48,12 @@ class LoRAAttach(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, targets=None):
+        return verdict(cls, targets=targets)
+
+    @classmethod
     def execute(cls, model, rank, alpha, targets, init_seed) -> io.NodeOutput:
+        check_widgets(cls, locals())
         wan_diffusion_model(model)
         marked = model.clone()
         marked.attachments[LORA_ATTACHMENT] = LoRASpec(rank=rank, alpha=alpha,
@@ -117,9 +125,14 @@ class TTOLoop(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, sampler_name=None, scheduler=None, gradient_mode=None):
+        return verdict(cls, sampler_name=sampler_name, scheduler=scheduler, gradient_mode=gradient_mode)
+
+    @classmethod
     def execute(cls, model, positive, negative, latent, teacher, queries, seed, steps, cfg, sampler_name,
                 scheduler, max_iterations, learning_rate, loss_threshold, frames, goal_weight, gradient_mode,
                 video_fps, loop_decoder=None) -> io.NodeOutput:
+        check_widgets(cls, locals())
         spec = model.attachments.get(LORA_ATTACHMENT)
         if spec is None:
             raise ValueError("TTOLoop needs a MODEL from 'Attach Trainable LoRA' (LoRAAttach): connect the Wan "
@@ -173,8 +186,6 @@ def _progress_text(message, node_id):
 class LoadConditioningFile(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        import folder_paths
-
         return io.Schema(
             node_id="LoadConditioningFile",
             display_name="Load Conditioning File",
@@ -182,20 +193,30 @@ class LoadConditioningFile(io.ComfyNode):
             description="Loads saved text-encoder output (a safetensors file in models/conditioning holding a "
                         "tensor 'conditioning' of shape [1, tokens, dim]) as CONDITIONING. Useful for "
                         "benchmarks with precomputed prompts and for the tiny demo, which has no umt5-xxl.",
-            inputs=[io.Combo.Input("file", options=folder_paths.get_filename_list("conditioning"),
-                                   tooltip="A file under models/conditioning.")],
+            inputs=[io.Combo.Input("file", options=conditioning_files(),
+                                   tooltip="A .safetensors file under models/conditioning.")],
             outputs=[io.Conditioning.Output(display_name="conditioning")],
         )
 
     @classmethod
-    def execute(cls, file) -> io.NodeOutput:
-        import folder_paths
+    def validate_inputs(cls, file=None):
+        return verdict(cls, None if file is None else name_problem(file, CONDITIONING_FOLDER, conditioning_files(),
+                                                                   "conditioning file"))
 
-        path = folder_paths.get_full_path_or_raise("conditioning", file)
-        tensors = comfy.utils.load_torch_file(path)
-        if "conditioning" not in tensors:
+    @classmethod
+    def execute(cls, file) -> io.NodeOutput:
+        path = resolve(file, CONDITIONING_FOLDER, conditioning_files(), "conditioning file")
+        try:
+            tensors = safetensors.torch.load_file(path)
+        except Exception as e:  # safetensors raises its own error types for damaged files
+            raise ValueError(f"'{file}' cannot be read as safetensors ({type(e).__name__}: {e}); save the "
+                             f"conditioning again with safetensors.torch.save_file.") from None
+        cond = tensors.get("conditioning")
+        if cond is None:
             raise ValueError(f"'{file}' holds {sorted(tensors)}; expected a tensor named 'conditioning'.")
-        cond = tensors["conditioning"]
         if cond.ndim == 2:
             cond = cond[None]
+        if cond.ndim != 3 or cond.shape[0] != 1 or not cond.is_floating_point():
+            raise ValueError(f"'{file}': 'conditioning' is {tuple(cond.shape)} {cond.dtype}; expected a float tensor "
+                             f"[1, tokens, dim] as the text encoder writes it.")
         return io.NodeOutput([[cond, {}]])

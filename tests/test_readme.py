@@ -3,6 +3,7 @@ files they name (the API one needs real models and a server)."""
 
 import json
 import re
+import runpy
 
 import torch
 from safetensors.torch import load_file
@@ -27,8 +28,9 @@ def test_the_diffusers_example_runs_as_written(tiny_teacher_dir, tmp_path, monke
              "frames": 3,
              "rgb_factors": torch.randn(48, 3, generator=g) * 0.2,
              "teacher_dir": tiny_teacher_dir}
-    namespace = dict(given)
-    exec(compile(code_block_after("## Use the engine without ComfyUI (diffusers)"), "README.md", "exec"), namespace)
+    example = tmp_path / "readme_example.py"
+    example.write_text(code_block_after("## Use the engine without ComfyUI (diffusers)"))
+    namespace = runpy.run_path(str(example), init_globals=given)
 
     result, video_latent = namespace["result"], namespace["video_latent"]
     assert 1 <= result.iterations <= 40 and capsys.readouterr().out.startswith(str(result.iterations))

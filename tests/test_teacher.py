@@ -103,7 +103,7 @@ def test_bad_inputs_get_clear_errors(teacher, tmp_path):
         teacher.score(torch.rand(4, 64, 64, 3), QUERIES)
     with pytest.raises(ValueError, match="query list is empty"):
         teacher.score(frames_of(4, 64, 64), [])
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(ValueError, match="config.json"):
         VLMTeacher.from_pretrained(tmp_path / "missing")
     with pytest.raises(ValueError, match="empty"):
         teacher.propose_queries("  ", None)

@@ -8,7 +8,6 @@ template; one vision-encoder pass serves every query of a call.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from .checkpoints import check_vlm_folder, read_json
 from .queries import (Query, QueryProposal, build_query_request, build_rewrite_request, clean_rewrite,
                       parse_query_proposal, require_queries)
 
@@ -33,6 +33,7 @@ _FAMILIES = {
                        image_min_pixels=56 * 56, image_max_pixels=28 * 28 * 1280),
 }
 
+SUPPORTED_FAMILIES = tuple(_FAMILIES)
 TEXT, IMAGE, VIDEO = 0, 1, 2  # mm_token_type_ids values
 
 
@@ -61,7 +62,7 @@ class VisionSpec:
 
         def read(name):
             p = folder / name
-            return json.loads(p.read_text()) if p.exists() else {}
+            return read_json(p) if p.exists() else {}
 
         proc = read("processor_config.json")
         image_cfg = read("preprocessor_config.json") or proc.get("image_processor", {})
@@ -146,22 +147,17 @@ class VLMTeacher:
         import transformers
 
         folder = Path(folder)
-        if not (folder / "config.json").is_file():
-            raise FileNotFoundError(f"No VLM checkpoint at '{folder}': expected a folder holding config.json, "
-                                    "the weights (*.safetensors) and the tokenizer files.")
-        model_type = json.loads((folder / "config.json").read_text()).get("model_type", "")
-        if model_type not in _FAMILIES:
-            raise ValueError(f"'{folder.name}' is a '{model_type}' checkpoint; the teacher supports "
-                             f"{', '.join(_FAMILIES)} (Qwen3-VL or Qwen2.5-VL).")
+        model_type = check_vlm_folder(folder, SUPPORTED_FAMILIES)
         model_class = getattr(transformers, _FAMILIES[model_type]["model_class"])
-        kwargs = dict(local_files_only=True, dtype=dtype)
+        # Local safetensors only: no hub, no pickles, no code from the folder.
+        kwargs = dict(local_files_only=True, use_safetensors=True, trust_remote_code=False, dtype=dtype)
         if attn_implementation:
             kwargs["attn_implementation"] = attn_implementation
         model = model_class.from_pretrained(folder, **kwargs).to(device).eval()
         if gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.train()  # HF only checkpoints in training mode; these models have no dropout
-        tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
         return cls(model, tokenizer, VisionSpec.from_folder(folder, model_type), max_video_pixels)
 
     @property
