@@ -241,7 +241,8 @@ def test_a_tto_record_from_the_node_reports(task):
     assert set(reports) == {"TeacherAnalyze", "TTOLoop"}
     record = base_record(task, "tto", "done", "cfg")
     summarise_reports(record, reports, prompt)
-    assert (record["iterations"], record["stop_reason"], record["first_loss"], record["final_loss"]) == (3, "threshold", 0.9, 0.2)
+    assert (record["iterations"], record["stop_reason"]) == (3, "threshold")
+    assert (record["first_loss"], record["final_loss"]) == (0.9, 0.2)
     assert record["scores"] == [{"question": "Does the ball reach the square?", "kind": "goal", "score": 0.8,
                                  "first_score": 0.3}]
     # Costs add up over the report nodes; a value that is not a number keeps the first one seen.
@@ -272,7 +273,8 @@ def test_the_baseline_cost_is_counted_from_its_sampler(task):
     assert sampler_cost(prompt)["reasoner_forward"] == 6
     prompt, _ = fill_template(template, task, "x.png", {"steps": 6, "cfg": 5.0}, "p")  # cond + uncond per step
     cost = sampler_cost(prompt)
-    assert cost["reasoner_forward"] == 12 and cost["teacher_forward"] == 0 and cost["counted_from"] == "sampler settings"
+    assert cost["reasoner_forward"] == 12 and cost["teacher_forward"] == 0
+    assert cost["counted_from"] == "sampler settings"
     record = base_record(task, "baseline", "done", "cfg")
     summarise_reports(record, {}, prompt)
     assert record["cost"] == cost

@@ -4,8 +4,9 @@
         client = ComfyClient(server.url)
         ...
 
-The server is an ordinary ComfyUI process (`main.py --cpu ...`, or on the GPU with cpu=False) working in `base_dir`, which gets the
-usual ComfyUI folders and a symlink `custom_nodes/comfyui-vlm-teacher` -> this repository.
+The server is an ordinary ComfyUI process (`main.py --cpu ...`, or on the GPU with cpu=False) working in
+`base_dir`, which gets the usual ComfyUI folders and a symlink `custom_nodes/comfyui-vlm-teacher` -> this
+repository.
 """
 
 from __future__ import annotations

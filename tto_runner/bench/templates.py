@@ -110,8 +110,9 @@ def instruction_slots(prompt: dict, where: Any = "the template") -> list[tuple[s
     else:
         candidates = _wired_instruction_candidates(prompt)
         if len(candidates) > 1:
-            raise BenchError(f"{where}: several texts could take the task's prompt ({_describe_nodes(prompt, candidates)});"
-                             f" give the one for the instruction the title '{INSTRUCTION_TITLE}'")
+            raise BenchError(f"{where}: several texts could take the task's prompt "
+                             f"({_describe_nodes(prompt, candidates)}); give the one for the instruction the "
+                             f"title '{INSTRUCTION_TITLE}'")
         slots = [(k, TEXT_SLOTS[prompt[k]["class_type"]]) for k in candidates]
     for k, node in prompt.items():
         if node["class_type"] in TEACHER_INSTRUCTION_NODES and not is_link(node.get("inputs", {}).get("instruction")):
