@@ -1,5 +1,6 @@
-"""tto-bench against real local ComfyUI servers with the tiny models: task discovery, output layout, summary,
-resuming, bad task folders, failing prompts, and a server killed in the middle of a run."""
+"""tto-bench against real local ComfyUI servers with the tiny models: output layout, summary, resuming, bad task
+folders, failing prompts, a video that cannot be written, and a server killed in the middle of a run. The
+parts that need no server are in test_bench_units.py."""
 
 from __future__ import annotations
 
@@ -17,8 +18,7 @@ import pytest
 import requests
 
 from tto_runner import REPO_ROOT, LocalComfy
-from tto_runner.bench import (METHODS, MODEL_SETS, TEMPLATE_DIR, discover_tasks, fill_template, latent_size,
-                              load_template, main)
+from tto_runner.bench import TEMPLATE_DIR, main
 from tto_runner.demo import draw_first_frame, ensure_tiny_models
 
 PROMPT = "Move the yellow ball to the red square without touching the X."
@@ -81,72 +81,6 @@ def bench_cli(*args, timeout=300) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
     return subprocess.run([sys.executable, "-m", "tto_runner.bench", *map(str, args)], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
-
-
-# ------------------------------------------------------------------------------------------- no server
-
-
-def test_task_discovery_and_bad_folders(tmp_path):
-    root = tmp_path / "tasks"
-    ok = root / "split" / "T_data-generator" / "00000"
-    ok.mkdir(parents=True)
-    draw_first_frame(96).save(ok / "first_frame.png")
-    (ok / "prompt.txt").write_text("  do it \n")
-    cases = {"empty_prompt": ("", True, "is empty"), "no_image": ("x", False, "without first_frame.png"),
-             "broken_image": ("x", "broken", "cannot be read as an image"), "thin": ("x", (256, 40), "aspect ratio")}
-    for name, (text, image, _) in cases.items():
-        folder = root / "split" / name / "00000"
-        folder.mkdir(parents=True)
-        (folder / "prompt.txt").write_text(text)
-        if image == "broken":
-            (folder / "first_frame.png").write_bytes(b"\x89PNG not really")
-        elif isinstance(image, tuple):
-            draw_first_frame(64).resize(image).save(folder / "first_frame.png")
-        elif image:
-            draw_first_frame(64).save(folder / "first_frame.png")
-    (root / "split" / "unrelated").mkdir()
-    tasks = {t.id: t for t in discover_tasks(root)}
-    assert set(tasks) == {"split/T_data-generator/00000"} | {f"split/{n}/00000" for n in cases}
-    good = tasks["split/T_data-generator/00000"]
-    assert good.error is None and good.prompt == "do it" and good.size == (96, 96)
-    for name, (_, _, why) in cases.items():
-        assert why in tasks[f"split/{name}/00000"].error
-
-
-def test_latent_size_policies():
-    assert latent_size((64, 64), "template", (64, 64)) == (64, 64)
-    assert latent_size((832, 480), "image", (832, 480)) == (832, 480)
-    assert latent_size((500, 300), "image", (832, 480)) == (512, 288)       # rounded to multiples of 32
-    w, h = latent_size((1920, 1080), "image", (832, 480))                   # capped at the template's pixels
-    assert w % 32 == 0 and h % 32 == 0 and w * h <= 832 * 480 and abs(w / h - 16 / 9) < 0.1
-    assert latent_size((10, 10), "200x100", (64, 64)) == (192, 96)
-
-
-def test_templates_exist_for_every_method_and_fill(task_tree):
-    task = next(t for t in discover_tasks(task_tree) if t.error is None)
-    settings = {"seed": 7, "steps": 3, "cfg": 1.0}
-    for method in METHODS:
-        for models in MODEL_SETS:
-            template = load_template(TEMPLATE_DIR / f"{method}_{models}.json")
-            prompt, applied = fill_template(template, task, "tto_bench/x/first_frame.png", settings, "pre/fix",
-                                            "image" if models == "wan22" else "template")
-            by_class = {}
-            for node in prompt.values():
-                by_class.setdefault(node["class_type"], []).append(node["inputs"])
-            assert all(n["image"] == "tto_bench/x/first_frame.png" for n in by_class["LoadImage"])
-            assert [n["filename_prefix"] for n in by_class["SaveVideo"]] == ["pre/fix"]
-            assert {"seed", "steps"} <= applied
-            if models == "wan22" or method != "baseline":  # the tiny baseline has no text input at all
-                assert "prompt" in applied
-                texts = [n.get("value") for n in by_class.get("PrimitiveStringMultiline", [])]
-                assert texts == [PROMPT]
-            latent = by_class["Wan22ImageToVideoLatent"][0]
-            assert (latent["width"], latent["height"]) == (64, 64)  # tiny: the template's; wan22: the image's
-
-
-def test_a_setting_no_node_takes_is_refused(task_tree, tmp_path, capsys):
-    assert main(["--tasks", str(task_tree), "--method", "tto", "--n", "3", "--out", str(tmp_path)]) == 2
-    assert "--n: no node in tto_tiny.json takes it" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------- real servers
@@ -218,7 +152,7 @@ def test_baseline_with_its_own_local_server_then_resume(task_tree, tmp_path, mod
 def test_tto_on_a_running_server(task_tree, tmp_path, server):
     out = tmp_path / "out"
     code = main(["--tasks", str(task_tree), "--method", "tto", "--out", str(out), "--server", server.url,
-                 "--max-iterations", "2", "--lr", "0.02", "--loss-threshold", "0.0", "--frames", "4"])
+                 "--max-iterations", "2", "--learning-rate", "0.02", "--loss-threshold", "0.0", "--frames", "4"])
     assert code == 0
     recs = records(summary_of(out, "tto"))
     for task_id in GOOD:
@@ -268,6 +202,20 @@ def test_a_prompt_the_server_rejects_fails_after_two_attempts(task_tree, tmp_pat
         assert r["status"] == "failed" and r["attempts"] == 2 and "no_such_model" in r["error"]
         assert len(r["attempt_log"]) == 2
     assert not list((out / "baseline").rglob("*.mp4"))
+
+
+def test_a_video_that_cannot_be_written_fails_the_task_and_keeps_the_server(task_tree, tmp_path, server):
+    out = tmp_path / "out"
+    (out / "baseline").mkdir(parents=True)
+    (out / "baseline" / GOOD[0].split("/")[0]).write_text("a file where the split's folder should be")
+    code = main(["--tasks", str(task_tree), "--method", "baseline", "--out", str(out), "--server", server.url,
+                 "--limit", "1"])
+    assert code == 1
+    summary = summary_of(out, "baseline")
+    r = records(summary)[GOOD[0]]
+    assert r["status"] == "failed" and r["attempts"] == 1 and len(r["attempt_log"]) == 1
+    assert "local problem, not the server's" in r["error"] and "server error" not in r["error"]
+    assert summary["servers"] == [{"url": server.url, "status": "ok", "error": None, "tasks_done": 0}]
 
 
 def test_a_task_past_its_timeout_is_taken_off_the_server_and_retried(task_tree, tmp_path, server):

@@ -5,8 +5,10 @@ Nothing here imports ComfyUI or torch: a server is a subprocess and everything e
 network, so the same client drives a local test server or any number of remote ones.
 """
 
-from .client import ComfyClient, ComfyError, PromptFailed, PromptInterrupted, PromptRejected
-from .local_server import PACK_NAME, REPO_ROOT, LocalComfy, ServerStartError, default_host_dir
+from .client import (ComfyClient, ComfyError, PromptFailed, PromptInterrupted, PromptRejected, ServerConnectionError,
+                     server_answers)
+from .local_server import PACK_NAME, LocalComfy, ServerStartError, default_host_dir
+from .paths import REPO_ROOT, cache_root
 
 __all__ = [
     "PACK_NAME",
@@ -17,6 +19,9 @@ __all__ = [
     "PromptFailed",
     "PromptInterrupted",
     "PromptRejected",
+    "ServerConnectionError",
     "ServerStartError",
+    "cache_root",
     "default_host_dir",
+    "server_answers",
 ]

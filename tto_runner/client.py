@@ -27,6 +27,10 @@ class ComfyError(RuntimeError):
     """Base class of the errors below."""
 
 
+class ServerConnectionError(ComfyError, ConnectionError):
+    """The websocket to the server could not be opened or broke (refused, reset, unreachable)."""
+
+
 class PromptRejected(ComfyError):
     """POST /prompt answered 400: the prompt did not validate. `body` is the server's JSON answer
     (`error` with type/message/details, and `node_errors` keyed by node id)."""
@@ -80,6 +84,19 @@ class PromptInterrupted(ComfyError):
         super().__init__(f"prompt interrupted at node {self.node_id} ({self.node_type})")
 
 
+def server_answers(url: str, tries: int = 3, timeout: float = 5.0, pause: float = 1.0) -> bool:
+    """The health check: GET /system_stats answers 200, within `tries` attempts `pause` seconds apart."""
+    for attempt in range(tries):
+        try:
+            if requests.get(url.rstrip("/") + "/system_stats", timeout=timeout).status_code == 200:
+                return True
+        except requests.RequestException:
+            pass
+        if attempt + 1 < tries:
+            time.sleep(pause)
+    return False
+
+
 class ComfyClient:
     """Talks to one ComfyUI server. `progress[prompt_id]` holds every `progress` message seen for a
     prompt ({"value", "max", "node", "prompt_id"}) in arrival order."""
@@ -127,8 +144,9 @@ class ComfyClient:
         """Interrupt the running prompt (only if it is `prompt_id`, when given)."""
         self._post("/interrupt", {"prompt_id": prompt_id} if prompt_id else {})
 
-    def clear_queue(self) -> None:
-        self._post("/queue", {"clear": True})
+    def delete_from_queue(self, prompt_ids: list[str]) -> None:
+        """Remove prompts that wait in the queue (a running one stays: interrupt it)."""
+        self._post("/queue", {"delete": list(prompt_ids)})
 
     def free(self, unload_models: bool = True, free_memory: bool = True) -> None:
         self._post("/free", {"unload_models": unload_models, "free_memory": free_memory})
@@ -156,7 +174,11 @@ class ComfyClient:
         return urlunsplit((scheme, parts.netloc, parts.path + "/ws", urlencode({"clientId": client_id}), ""))
 
     def _connect(self, client_id: str | None = None) -> websocket.WebSocket:
-        return websocket.create_connection(self._ws_url(client_id or self.client_id), timeout=self.timeout)
+        url = self._ws_url(client_id or self.client_id)
+        try:
+            return websocket.create_connection(url, timeout=self.timeout)
+        except OSError as e:  # socket errors come through unwrapped: say they are the connection's
+            raise ServerConnectionError(f"cannot open the websocket {url}: {type(e).__name__}: {e}") from e
 
     def wait(self, prompt_id: str, timeout: float = 600,
              on_message: Callable[[str, dict], None] | None = None, client_id: str | None = None) -> dict:
@@ -194,6 +216,8 @@ class ComfyClient:
                 if self._finished_from_history(prompt_id) is not None:
                     return self._success(summary, deadline)
                 continue
+            except OSError as e:
+                raise ServerConnectionError(f"the websocket to {self.url} broke: {type(e).__name__}: {e}") from e
             if not isinstance(raw, str):
                 continue  # binary frames: previews
             msg = json.loads(raw)

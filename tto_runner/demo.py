@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
 from .client import ComfyClient
-from .local_server import REPO_ROOT, LocalComfy
+from .local_server import LocalComfy
+from .paths import REPO_ROOT, cache_root
 
 TINY_DEMO = REPO_ROOT / "workflows" / "api" / "vlm_teacher_tiny_demo.json"
 FIRST_FRAME = "maze_first_frame.png"
@@ -26,7 +26,7 @@ INSTRUCTION = "Move the yellow ball to the red square without touching the X."
 
 
 def models_cache() -> Path:
-    return Path(os.environ.get("TTO_HOME", Path.home() / ".cache" / "comfy-vlm-teacher")) / "tiny-models"
+    return cache_root() / "tiny-models"
 
 
 def ensure_tiny_models(models_dir: Path | None = None) -> Path:

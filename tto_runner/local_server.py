@@ -4,8 +4,9 @@
         client = ComfyClient(server.url)
         ...
 
-The server is an ordinary ComfyUI process (`main.py --cpu ...`) working in `base_dir`, which gets the
-usual ComfyUI folders and a symlink `custom_nodes/comfyui-vlm-teacher` -> this repository.
+The server is an ordinary ComfyUI process (`main.py --cpu ...`, or on the GPU with cpu=False) working in
+`base_dir`, which gets the usual ComfyUI folders and a symlink `custom_nodes/comfyui-vlm-teacher` -> this
+repository.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
+from .client import server_answers
+from .paths import REPO_ROOT, cache_root
+
 PACK_NAME = "comfyui-vlm-teacher"
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # ComfyUI's standard model folders (folder_paths.py) and where they live under a models folder, plus the
 # two folders this pack uses: `LLM` (teacher checkpoints) and `conditioning` (saved text conditioning).
@@ -61,16 +62,14 @@ class ServerStartError(RuntimeError):
 
 
 def default_host_dir() -> Path:
-    """The ComfyUI source folder: $TTO_COMFYUI, else the host that scripts/setup_env.sh builds (or reuses)."""
+    """The ComfyUI source folder: $TTO_COMFYUI, else <cache root>/comfyui, which scripts/setup_env.sh builds
+    (or checks and reuses)."""
     env = os.environ.get("TTO_COMFYUI")
     if env:
         return Path(env).expanduser().resolve()
     script = REPO_ROOT / "scripts" / "setup_env.sh"
-    out = subprocess.run(["bash", str(script)], check=True, capture_output=True, text=True).stdout
-    lines = [line for line in out.splitlines() if line.strip()]
-    if not lines:
-        raise ServerStartError(f"{script} printed no environment root")
-    return Path(lines[-1].strip()) / "comfyui"
+    subprocess.run(["bash", str(script)], check=True, stdout=subprocess.DEVNULL)
+    return (cache_root() / "comfyui").resolve()
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -97,6 +96,7 @@ class LocalComfy:
     python:     interpreter that runs main.py (must have ComfyUI's requirements).
     extra_args: more command-line arguments for main.py.
     check_pack: after start, raise if the log shows that this pack failed to import.
+    cpu:        run ComfyUI with --cpu (False: on the machine's GPU).
     """
 
     def __init__(
@@ -109,6 +109,7 @@ class LocalComfy:
         extra_args: list[str] | tuple[str, ...] = (),
         host: str = "127.0.0.1",
         check_pack: bool = True,
+        cpu: bool = True,
     ):
         self.host_dir = Path(host_dir).expanduser().resolve() if host_dir else default_host_dir()
         if not (self.host_dir / "main.py").is_file():
@@ -125,6 +126,7 @@ class LocalComfy:
         self.python = python or sys.executable
         self.extra_args = list(extra_args)
         self.check_pack = check_pack
+        self.cpu = cpu
         self.log_path = self.base_dir / "comfyui.log"
         self.proc: subprocess.Popen | None = None
         self.start_seconds: float | None = None  # how long the last start() took
@@ -160,7 +162,7 @@ class LocalComfy:
     def command(self) -> list[str]:
         cmd = [
             self.python, "main.py",
-            "--cpu",
+            *(["--cpu"] if self.cpu else []),
             "--listen", self.host,
             "--port", str(self.port),
             "--base-directory", str(self.base_dir),
@@ -229,7 +231,7 @@ class LocalComfy:
                 _running.discard(self)
                 raise ServerStartError(f"ComfyUI exited with code {code} during start-up; log tail:\n"
                                        + self.log_tail())
-            if self._answers():
+            if server_answers(self.url, tries=1, timeout=2):
                 self.start_seconds = time.monotonic() - t0
                 return
             if time.monotonic() > deadline:
@@ -237,13 +239,6 @@ class LocalComfy:
                 raise ServerStartError(f"ComfyUI did not answer {self.url}/system_stats within {timeout:.0f} s;"
                                        f" log tail:\n" + self.log_tail())
             time.sleep(0.2)
-
-    def _answers(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.url + "/system_stats", timeout=2) as r:
-                return r.status == 200
-        except (urllib.error.URLError, OSError, ValueError):
-            return False
 
     def stop(self, timeout: float = 15) -> None:
         proc, self.proc = self.proc, None
