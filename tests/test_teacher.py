@@ -75,17 +75,40 @@ def test_gradients_reach_the_pixels_and_match_finite_differences(teacher):
         teacher.model.float()
 
 
-def test_one_vision_pass_equals_separate_passes(teacher):
+def test_packed_queries_equal_asking_each_alone(teacher):
+    """All queries in one sequence over the shared video prefix, versus one full pass per query."""
     frames = frames_of(6, 64, 96, seed=2).requires_grad_()
-    shared = teacher.score(frames, QUERIES, share_vision=True)
-    (g_shared,) = torch.autograd.grad(shared.losses.sum(), frames)
-    separate = teacher.score(frames, QUERIES, share_vision=False)
+    packed = teacher.score(frames, QUERIES, packed=True)
+    (g_packed,) = torch.autograd.grad(packed.losses.sum(), frames)
+    separate = teacher.score(frames, QUERIES, packed=False)
     (g_separate,) = torch.autograd.grad(separate.losses.sum(), frames)
-    assert torch.allclose(shared.losses, separate.losses, atol=1e-6)
-    assert torch.allclose(g_shared, g_separate, rtol=1e-4, atol=1e-8)
-    # and batching equals asking each question alone
-    alone = torch.stack([teacher.score(frames, [q]).losses[0] for q in QUERIES])
-    assert torch.allclose(shared.losses, alone, atol=1e-5)
+    assert torch.allclose(packed.losses, separate.losses, atol=1e-5)
+    assert torch.allclose(packed.scores, separate.scores, atol=1e-5)
+    assert torch.allclose(g_packed, g_separate, rtol=1e-4, atol=1e-7)
+    alone = torch.stack([teacher.score(frames, [q]).losses[0] for q in QUERIES])  # a single query packs trivially
+    assert torch.allclose(packed.losses, alone, atol=1e-5)
+
+
+def test_packing_shares_the_video_prefix(teacher):
+    """The packed sequence holds the video once, where asking each query alone reads it once per query."""
+    frames = frames_of(4, 64, 64, seed=3)
+    sequences = []
+    original = teacher.model.forward
+
+    def record(*args, **kwargs):
+        sequences.append(kwargs["input_ids"][0])
+        return original(*args, **kwargs)
+
+    teacher.model.forward = record
+    try:
+        teacher.score(frames, QUERIES, packed=True)
+        teacher.score(frames, QUERIES, packed=False)
+    finally:
+        del teacher.model.forward
+    video = [int((ids == teacher.video_token_id).sum()) for ids in sequences]
+    assert len(sequences) == 1 + len(QUERIES) and video[0] == video[1] > 0
+    separate_text = sum(len(ids) - v for ids, v in zip(sequences[1:], video[1:]))
+    assert len(sequences[0]) - video[0] < separate_text  # the chat header is shared too
 
 
 def test_losses_are_answer_nll_and_scores_compare_yes_with_no(teacher):
@@ -147,6 +170,6 @@ def test_qwen25vl_matches_its_processor_too(qwen25, shape):
     ids, types = teacher.video_prompt("Is it?", grid, stamps)
     assert ids == full["input_ids"][0].tolist() and types == full["mm_token_type_ids"][0].tolist()
     assert teacher._seconds_per_grid(stamps) == pytest.approx(float(full["second_per_grid_ts"][0]))
-    shared = teacher.score(frames, QUERIES, stamps).losses
-    separate = teacher.score(frames, QUERIES, stamps, share_vision=False).losses
-    assert torch.allclose(shared, separate, atol=1e-6)
+    packed = teacher.score(frames, QUERIES, stamps).losses
+    separate = teacher.score(frames, QUERIES, stamps, packed=False).losses
+    assert torch.allclose(packed, separate, atol=1e-5)

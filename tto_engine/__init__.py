@@ -12,9 +12,10 @@ import importlib
 
 _EXPORTS = {
     "cost": ["add_costs", "best_of_n_cost", "generation_cost", "loop_cost", "sample_cost", "tto_cost"],
-    "decoders": ["Decoder", "LinearRGBDecoder", "ModuleDecoder"],
+    "decoders": ["Decoder", "LinearRGBDecoder", "ModuleDecoder", "decode_for_grading"],
     "grading": ["Grade", "frame_times", "grade_frames", "grade_video", "sample_frame_indices"],
     "lora": ["LoRAAdapter", "LoRASpec", "save_comfy_lora"],
+    "memory": ["checkpointed_blocks"],
     "loop": ["IterationRecord", "TTOConfig", "TTOResult", "run_tto"],
     "queries": ["Query", "QueryProposal", "combine_losses", "fallback_queries", "parse_query_proposal",
                 "require_queries"],

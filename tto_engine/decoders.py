@@ -3,7 +3,9 @@
 The loop only needs frames the teacher can read and a gradient path back to the latent, so a cheap
 decoder serves: a linear latent->RGB map (free), a tiny video decoder, or the full VAE when memory allows.
 `temporal_stride` says how many video frames one decoded frame stands for (it places the teacher's
-timestamps on the real video's clock).
+timestamps on the real video's clock). A decoder that knows its frame count up front can decode just the
+K frames the teacher grades (`decode_for_grading`), which keeps activations for the other frames out of
+the backward pass.
 """
 
 from __future__ import annotations
@@ -13,11 +15,28 @@ from typing import Callable, Protocol, Sequence
 import torch
 import torch.nn.functional as F
 
+from .grading import sample_frame_indices
+
 
 class Decoder(Protocol):
     temporal_stride: int
 
-    def __call__(self, latent: torch.Tensor) -> torch.Tensor: ...
+    def frame_count(self, latent_frames: int) -> int | None:
+        """Frames a latent of this many frames decodes to; None when only decoding tells."""
+
+    def __call__(self, latent: torch.Tensor, indices: Sequence[int] | None = None) -> torch.Tensor:
+        """All frames, or only those at `indices` (in that order)."""
+
+
+def decode_for_grading(decoder: Decoder, latent: torch.Tensor, k: int) -> tuple[torch.Tensor, list[int], int]:
+    """The K frames the teacher grades, their indices, and how many frames the whole video has."""
+    total = decoder.frame_count(latent.shape[2])
+    if total is None:
+        video = decoder(latent)
+        indices = sample_frame_indices(video.shape[0], k)
+        return video[indices], indices, video.shape[0]
+    indices = sample_frame_indices(total, k)
+    return decoder(latent, indices), indices, total
 
 
 class LinearRGBDecoder:
@@ -35,10 +54,15 @@ class LinearRGBDecoder:
         self.spatial_scale = spatial_scale
         self.temporal_stride = temporal_stride
 
-    def __call__(self, latent: torch.Tensor) -> torch.Tensor:
+    def frame_count(self, latent_frames: int) -> int:
+        return latent_frames
+
+    def __call__(self, latent: torch.Tensor, indices: Sequence[int] | None = None) -> torch.Tensor:
         if latent.ndim != 5 or latent.shape[1] != self.factors.shape[0]:
             raise ValueError(f"Latent must be [1, {self.factors.shape[0]}, T, H, W]; got {tuple(latent.shape)}.")
         z = latent[0].float()  # [C, T, H, W]
+        if indices is not None:
+            z = z[:, list(indices)]
         rgb = torch.einsum("cthw,ck->tkhw", z, self.factors.to(z.device)) + self.bias.to(z.device).view(1, 3, 1, 1)
         if self.spatial_scale != 1:
             rgb = F.interpolate(rgb, scale_factor=self.spatial_scale, mode="bilinear", align_corners=False)
@@ -46,14 +70,30 @@ class LinearRGBDecoder:
 
 
 class ModuleDecoder:
-    """Any differentiable callable latent -> frames [F, 3, H, W] in [0, 1] (a tiny decoder, a full VAE)."""
+    """Any differentiable callable latent -> frames [F, 3, H, W] in [0, 1] (a tiny decoder, a full VAE).
 
-    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], temporal_stride: int = 1):
+    `frame_count` (latent frames -> video frames) and `decode_frames` (latent, indices -> those frames) are
+    optional: without them every frame is decoded and the graded ones picked afterwards.
+    """
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], temporal_stride: int = 1,
+                 frame_count: Callable[[int], int] | None = None,
+                 decode_frames: Callable[[torch.Tensor, Sequence[int]], torch.Tensor] | None = None):
         self.fn = fn
         self.temporal_stride = temporal_stride
+        self._frame_count = frame_count
+        self._decode_frames = decode_frames
 
-    def __call__(self, latent: torch.Tensor) -> torch.Tensor:
-        frames = self.fn(latent)
+    def frame_count(self, latent_frames: int) -> int | None:
+        return self._frame_count(latent_frames) if self._frame_count is not None else None
+
+    def __call__(self, latent: torch.Tensor, indices: Sequence[int] | None = None) -> torch.Tensor:
+        if indices is not None and self._decode_frames is not None:
+            frames = self._decode_frames(latent, list(indices))
+        else:
+            frames = self.fn(latent)
+            if indices is not None:
+                frames = frames[list(indices)]
         if frames.ndim != 4 or frames.shape[1] != 3:
             raise ValueError(f"Decoder must return frames [F, 3, H, W]; got {tuple(frames.shape)}.")
         return frames

@@ -35,6 +35,7 @@ class DiffusersWanReasoner:
     def __init__(self, transformer, prompt_embeds: torch.Tensor, negative_prompt_embeds: torch.Tensor | None = None,
                  guidance_scale: float = 1.0, scheduler=None, shift: float = 5.0):
         self.module = transformer
+        self.blocks = transformer.blocks
         self.prompt_embeds = prompt_embeds
         self.negative_prompt_embeds = negative_prompt_embeds
         self.guidance_scale = guidance_scale

@@ -17,9 +17,10 @@ from typing import Callable, Sequence
 import torch
 
 from .cost import loop_cost
-from .decoders import Decoder
-from .grading import frame_times, grade_frames, sample_frame_indices
+from .decoders import Decoder, decode_for_grading
+from .grading import frame_times, grade_frames
 from .lora import LoRAAdapter
+from .memory import checkpointed_blocks
 from .queries import Query, require_queries
 from .reasoner import GRADIENT_MODES, GradientMode, Reasoner, predict_clean_latent
 from .teacher import VLMTeacher
@@ -36,6 +37,7 @@ class TTOConfig:
     gradient_mode: GradientMode = "first"
     video_fps: float = 24.0             # frame rate of the decoded video (places the teacher's timestamps)
     weight_decay: float = 0.0
+    checkpoint_reasoner: bool = False   # recompute each reasoner block in the backward pass: far less memory
 
     def __post_init__(self):
         if self.max_iterations < 1:
@@ -124,16 +126,14 @@ def run_tto(reasoner: Reasoner, decoder: Decoder, teacher: VLMTeacher, queries: 
     last_good = lora.state_dict()
     stop_reason, latent, counts = "max_iterations", None, (0, 0)
 
-    with lora.attached():
+    with lora.attached(), checkpointed_blocks(reasoner.blocks, config.checkpoint_reasoner):
         for iteration in range(1, config.max_iterations + 1):
             start, timer = time.perf_counter(), RoleTimer()
             with timer("reasoner"):
                 z0 = predict_clean_latent(reasoner, noise, clean, noise_mask, sigmas, config.gradient_mode)
             z0_leaf = cut(z0)
             with timer("decode"):
-                video = decoder(z0_leaf)
-                indices = sample_frame_indices(video.shape[0], config.frames)
-                frames = video[indices]
+                frames, indices, decoded = decode_for_grading(decoder, z0_leaf, config.frames)
             frames_leaf = cut(frames)
             with timer("teacher"):
                 times = frame_times(indices, config.video_fps, decoder.temporal_stride)
@@ -141,7 +141,7 @@ def run_tto(reasoner: Reasoner, decoder: Decoder, teacher: VLMTeacher, queries: 
             record = IterationRecord(iteration, float(grade.loss.detach()),
                                      grade.losses.detach().float().cpu().tolist(), grade.scores.tolist(),
                                      timings=timer.seconds)
-            latent, counts = z0.detach(), (video.shape[0], len(indices))
+            latent, counts = z0.detach(), (decoded, len(indices))
 
             if not math.isfinite(record.loss):
                 lora.load_state_dict(last_good)
@@ -157,14 +157,16 @@ def run_tto(reasoner: Reasoner, decoder: Decoder, teacher: VLMTeacher, queries: 
                 with timer("reasoner"):
                     z0.backward(z0_leaf.grad)
                 with timer("optimizer"):
+                    lora.collect_gradients()
                     if all_finite([p.grad for p in lora.parameters() if p.grad is not None]):
                         last_good = lora.state_dict()
                         optimizer.step()
+                        lora.publish_weights()
                         record.updated = True
                     else:
                         stop_reason = "non_finite_gradient"
                     optimizer.zero_grad(set_to_none=True)
-            del z0, video, frames, grade
+            del z0, frames, grade
 
             record.seconds = time.perf_counter() - start
             history.append(record)

@@ -21,6 +21,7 @@ class Reasoner(Protocol):
     """What the loop needs from a video model. Backends: ComfyUI Wan (the pack) and diffusers Wan."""
 
     module: nn.Module                  # the network the LoRA is attached to
+    blocks: nn.ModuleList              # its transformer blocks (the unit of activation checkpointing)
     lora_targets: str                  # peft target_modules regex for its attention and FFN linears
 
     def lora_export_name(self, name: str) -> str:

@@ -2,116 +2,32 @@
 
 Per query the loss is the teacher-forced negative log-likelihood of the expected answer ("Yes") given the
 frames and the question, over the full vocabulary. Preprocessing is done in torch so gradients reach the
-pixels, with the checkpoint's own processor settings; the prompt is built with the checkpoint's own chat
-template; one vision-encoder pass serves every query of a call.
+pixels (`vision_input`); the prompt is built with the checkpoint's own chat template.
+
+Every query shares the prompt up to its question: the chat header and the whole video. `score` therefore
+packs all queries into ONE sequence, the shared prefix once and each question after it, with an attention
+mask that lets each question see the prefix and itself only, and each question's positions continuing
+from the end of the prefix. That is exactly what asking each question alone computes, at the cost of one
+pass over the video instead of one per query: with 4 queries about 4x less language-model work.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
-from .checkpoints import check_vlm_folder, read_json
+from .checkpoints import check_vlm_folder
 from .queries import (Query, QueryProposal, build_query_request, build_rewrite_request, clean_rewrite,
                       parse_query_proposal, require_queries)
+from .vision_input import VisionSpec, image_size, patchify, video_size
 
-# Per family: model class, and processor defaults used when the checkpoint's config omits a value.
-_FAMILIES = {
-    "qwen3_vl": dict(model_class="Qwen3VLForConditionalGeneration", patch_size=16, temporal_patch_size=2,
-                     merge_size=2, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-                     video_min_pixels=128 * 32 * 32, video_max_pixels=768 * 32 * 32,
-                     image_min_pixels=56 * 56, image_max_pixels=28 * 28 * 1280),
-    "qwen2_5_vl": dict(model_class="Qwen2_5_VLForConditionalGeneration", patch_size=14, temporal_patch_size=2,
-                       merge_size=2, mean=(0.48145466, 0.4578275, 0.40821073),
-                       std=(0.26862954, 0.26130258, 0.27577711),
-                       video_min_pixels=128 * 28 * 28, video_max_pixels=768 * 28 * 28,
-                       image_min_pixels=56 * 56, image_max_pixels=28 * 28 * 1280),
-}
-
-SUPPORTED_FAMILIES = tuple(_FAMILIES)
+MODEL_CLASSES = {"qwen3_vl": "Qwen3VLForConditionalGeneration", "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration"}
+SUPPORTED_FAMILIES = tuple(MODEL_CLASSES)
 TEXT, IMAGE, VIDEO = 0, 1, 2  # mm_token_type_ids values
-
-
-@dataclass(frozen=True)
-class VisionSpec:
-    """How the checkpoint's processor turns pixels into patches (read from its processor configs)."""
-    family: str
-    patch_size: int
-    temporal_patch_size: int
-    merge_size: int
-    mean: tuple
-    std: tuple
-    video_min_pixels: int
-    video_max_pixels: int
-    image_min_pixels: int
-    image_max_pixels: int
-
-    @property
-    def factor(self) -> int:
-        return self.patch_size * self.merge_size
-
-    @classmethod
-    def from_folder(cls, folder: Path, family: str) -> "VisionSpec":
-        d = dict(_FAMILIES[family])
-        d.pop("model_class")
-
-        def read(name):
-            p = folder / name
-            return read_json(p) if p.exists() else {}
-
-        proc = read("processor_config.json")
-        image_cfg = read("preprocessor_config.json") or proc.get("image_processor", {})
-        video_cfg = read("video_preprocessor_config.json") or proc.get("video_processor", {}) or image_cfg
-
-        def pixels(cfg, lo, hi):
-            size = cfg.get("size") or {}
-            d[lo] = int(cfg.get("min_pixels", size.get("shortest_edge", d[lo])))
-            d[hi] = int(cfg.get("max_pixels", size.get("longest_edge", d[hi])))
-
-        pixels(image_cfg, "image_min_pixels", "image_max_pixels")
-        pixels(video_cfg, "video_min_pixels", "video_max_pixels")
-        for key in ("patch_size", "temporal_patch_size", "merge_size"):
-            d[key] = int(video_cfg.get(key, image_cfg.get(key, d[key])))
-        d["mean"] = tuple(video_cfg.get("image_mean", d["mean"]))
-        d["std"] = tuple(video_cfg.get("image_std", d["std"]))
-        return cls(family=family, **d)
-
-
-def _resize_per_frame(h, w, factor, min_pixels, max_pixels):
-    """Qwen2-VL rule: sides multiples of `factor`, pixels per frame within [min, max], aspect kept."""
-    if max(h, w) / min(h, w) > 200:
-        raise ValueError(f"Aspect ratio {max(h, w) / min(h, w):.0f} is too extreme for the teacher (max 200).")
-    hb, wb = round(h / factor) * factor, round(w / factor) * factor
-    if hb * wb > max_pixels:
-        beta = math.sqrt(h * w / max_pixels)
-        hb, wb = max(factor, math.floor(h / beta / factor) * factor), max(factor, math.floor(w / beta / factor) * factor)
-    elif hb * wb < min_pixels:
-        beta = math.sqrt(min_pixels / (h * w))
-        hb, wb = math.ceil(h * beta / factor) * factor, math.ceil(w * beta / factor) * factor
-    return hb, wb
-
-
-def _resize_whole_clip(t, h, w, factor, temporal, min_pixels, max_pixels):
-    """Qwen3-VL rule: the pixel budget covers the whole clip (frames x height x width)."""
-    if h < factor or w < factor:
-        scale = max(factor / h, factor / w)
-        h, w = int(h * scale), int(w * scale)
-    if max(h, w) / min(h, w) > 200:
-        raise ValueError(f"Aspect ratio {max(h, w) / min(h, w):.0f} is too extreme for the teacher (max 200).")
-    hb, wb = round(h / factor) * factor, round(w / factor) * factor
-    tb = round(t / temporal) * temporal
-    if tb * hb * wb > max_pixels:
-        beta = math.sqrt(t * h * w / max_pixels)
-        hb, wb = max(factor, math.floor(h / beta / factor) * factor), max(factor, math.floor(w / beta / factor) * factor)
-    elif tb * hb * wb < min_pixels:
-        beta = math.sqrt(min_pixels / (t * h * w))
-        hb, wb = math.ceil(h * beta / factor) * factor, math.ceil(w * beta / factor) * factor
-    return hb, wb
+CHECKPOINT_ABOVE_BYTES = 256 << 20  # recompute the teacher in backward once its activations would exceed this
 
 
 @dataclass
@@ -124,8 +40,10 @@ class TeacherScores:
 class VLMTeacher:
     """Wraps a Qwen3-VL / Qwen2.5-VL model and its tokenizer. Frames are [T, 3, H, W] floats in [0, 1]."""
 
-    def __init__(self, model, tokenizer, spec: VisionSpec, max_video_pixels: int | None = None):
+    def __init__(self, model, tokenizer, spec: VisionSpec, max_video_pixels: int | None = None,
+                 checkpointing: bool = False):
         self.model = model
+        self.checkpointing = checkpointing  # recompute activations in backward when the clip makes it pay
         self.tokenizer = tokenizer
         self.spec = spec
         self.max_video_pixels = max_video_pixels or spec.video_max_pixels
@@ -142,13 +60,13 @@ class VLMTeacher:
     # ---------------------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, folder, dtype=torch.bfloat16, device="cpu", attn_implementation: str | None = None,
-                        max_video_pixels: int | None = None, gradient_checkpointing: bool = False) -> "VLMTeacher":
+                        max_video_pixels: int | None = None, gradient_checkpointing: bool = True) -> "VLMTeacher":
         """Load from a local folder only (no hub access, no remote code)."""
         import transformers
 
         folder = Path(folder)
         model_type = check_vlm_folder(folder, SUPPORTED_FAMILIES)
-        model_class = getattr(transformers, _FAMILIES[model_type]["model_class"])
+        model_class = getattr(transformers, MODEL_CLASSES[model_type])
         # Local safetensors only: no hub, no pickles, no code from the folder.
         kwargs = dict(local_files_only=True, use_safetensors=True, trust_remote_code=False, dtype=dtype)
         if attn_implementation:
@@ -156,9 +74,9 @@ class VLMTeacher:
         model = model_class.from_pretrained(folder, **kwargs).to(device).eval()
         if gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            model.train()  # HF only checkpoints in training mode; these models have no dropout
         tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
-        return cls(model, tokenizer, VisionSpec.from_folder(folder, model_type), max_video_pixels)
+        return cls(model, tokenizer, VisionSpec.from_folder(folder, model_type), max_video_pixels,
+                   checkpointing=gradient_checkpointing)
 
     @property
     def device(self):
@@ -173,43 +91,22 @@ class VLMTeacher:
     # ---------------------------------------------------------------------------------------------
     # Pixels -> patches, in torch (differentiable), mirroring the checkpoint's processor.
 
+    # ---------------------------------------------------------------------------------------------
+    # Pixels -> patches, in torch (differentiable), mirroring the checkpoint's processor.
+
     def video_size(self, t: int, h: int, w: int) -> tuple[int, int]:
-        s = self.spec
-        if s.family == "qwen3_vl":
-            return _resize_whole_clip(t, h, w, s.factor, s.temporal_patch_size, s.video_min_pixels,
-                                      self.max_video_pixels)
-        return _resize_per_frame(h, w, s.factor, s.video_min_pixels, self.max_video_pixels)
+        return video_size(self.spec, t, h, w, self.max_video_pixels)
 
     def preprocess_video(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[T, 3, H, W] in [0, 1] -> (pixel patches [N, 3*tp*p*p], grid_thw [1, 3])."""
         if frames.ndim != 4 or frames.shape[1] != 3:
             raise ValueError(f"Frames must be [T, 3, H, W]; got {tuple(frames.shape)}.")
         t, _, h, w = frames.shape
-        return self._patchify(frames, self.video_size(t, h, w))
+        return patchify(self.spec, frames, self.video_size(t, h, w))
 
     def preprocess_image(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[3, H, W] in [0, 1] -> (pixel patches, grid_thw); an image is one frame repeated in time."""
-        s = self.spec
-        size = _resize_per_frame(image.shape[-2], image.shape[-1], s.factor, s.image_min_pixels, s.image_max_pixels)
-        return self._patchify(image.unsqueeze(0), size)
-
-    def _patchify(self, frames, size):
-        s = self.spec
-        frames = frames.to(torch.promote_types(frames.dtype, torch.float32))
-        if tuple(frames.shape[-2:]) != tuple(size):
-            frames = F.interpolate(frames, size=size, mode="bicubic", align_corners=False, antialias=True)
-        mean = torch.tensor(s.mean, device=frames.device, dtype=frames.dtype).view(1, 3, 1, 1)
-        std = torch.tensor(s.std, device=frames.device, dtype=frames.dtype).view(1, 3, 1, 1)
-        frames = (frames - mean) / std
-        if pad := -frames.shape[0] % s.temporal_patch_size:
-            frames = torch.cat([frames, frames[-1:].expand(pad, -1, -1, -1)])
-        t, c, h, w = frames.shape
-        p, m, tp = s.patch_size, s.merge_size, s.temporal_patch_size
-        gt, gh, gw = t // tp, h // p, w // p
-        x = frames.view(gt, tp, c, gh // m, m, p, gw // m, m, p)
-        x = x.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)  # merge-window order, then (C, tp, p, p) within a patch
-        patches = x.reshape(gt * gh * gw, c * tp * p * p)
-        return patches, torch.tensor([[gt, gh, gw]], device=frames.device)
+        return patchify(self.spec, image.unsqueeze(0), image_size(self.spec, image.shape[-2], image.shape[-1]))
 
     # ---------------------------------------------------------------------------------------------
     # Prompts from the checkpoint's own chat template.
@@ -243,66 +140,106 @@ class VLMTeacher:
         types = [VIDEO if i == self.video_token_id else TEXT for i in ids]
         return ids, types
 
+
     # ---------------------------------------------------------------------------------------------
     def score(self, frames: torch.Tensor, queries: Sequence[Query], timestamps: Sequence[float] | None = None,
-              share_vision: bool = True) -> TeacherScores:
-        """Grade frames [T, 3, H, W] in [0, 1] against every query at once (one vision pass, batched text).
+              packed: bool = True) -> TeacherScores:
+        """Grade frames [T, 3, H, W] in [0, 1] against every query.
 
-        `timestamps` are the frames' times in seconds (default: 2 frames per second).
+        `timestamps` are the frames' times in seconds (default: 2 frames per second). `packed` (the default)
+        asks all queries in one pass over the shared video prefix; False asks each alone (the reference).
         """
         queries = require_queries(queries)
         if timestamps is None:
             timestamps = [i / 2.0 for i in range(frames.shape[0])]
         if len(timestamps) != frames.shape[0]:
             raise ValueError(f"{len(timestamps)} timestamps for {frames.shape[0]} frames.")
-        model = self.model
         pixels, grid = self.preprocess_video(frames.to(self.device))
-        n = len(queries)
-
-        rows, types, targets = [], [], []
+        rows = []  # per query: prompt ids + the answer's leading tokens, their token types, the answer ids
         for q in queries:
-            ids, tt = self.video_prompt(q.text, grid, timestamps)
+            ids, types = self.video_prompt(q.text, grid, timestamps)
             answer = self.answer_ids[q.answer]
-            rows.append(ids + answer[:-1])
-            types.append(tt + [TEXT] * (len(answer) - 1))
-            targets.append(answer)
-        width = max(map(len, rows))
-        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        input_ids = torch.full((n, width), pad_id, dtype=torch.long)
-        token_types = torch.zeros((n, width), dtype=torch.long)
-        attention = torch.zeros((n, width), dtype=torch.long)
-        for i, (r, tt) in enumerate(zip(rows, types)):  # left padding: answers line up at the end
-            input_ids[i, width - len(r):] = torch.tensor(r)
-            token_types[i, width - len(r):] = torch.tensor(tt)
-            attention[i, width - len(r):] = 1
-        dev = self.device
-        kwargs = dict(input_ids=input_ids.to(dev), attention_mask=attention.to(dev),
-                      mm_token_type_ids=token_types.to(dev), video_grid_thw=grid.repeat(n, 1),
-                      use_cache=False, logits_to_keep=max(map(len, targets)))
-        if self.spec.family == "qwen2_5_vl":
-            kwargs["second_per_grid_ts"] = torch.tensor([self._seconds_per_grid(timestamps)] * n, device=dev)
-        if share_vision:
-            encoded = model.model.get_video_features(pixels, grid, return_dict=True)
-            kwargs["mm_encoder_outputs"] = {"video": _repeat_encoder_output(encoded, n)}
+            rows.append((ids + answer[:-1], types + [TEXT] * (len(answer) - 1), answer))
+        if packed:
+            log_probs = self._packed_answer_log_probs(rows, pixels, grid, timestamps)
         else:
-            kwargs["pixel_values_videos"] = pixels.repeat(n, 1)
-        logits = model(**kwargs).logits
-        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # [n, keep, vocab]
-
-        log_probs = logits.log_softmax(-1)
-        keep = logits.shape[1]
-        losses = []
-        for i, answer in enumerate(targets):
-            positions = range(keep - len(answer), keep)
-            losses.append(-sum(log_probs[i, p, a] for p, a in zip(positions, answer)))
-        losses = torch.stack(losses)
+            log_probs = [self._answer_log_probs(*row, pixels, grid, timestamps) for row in rows]
+        losses = torch.stack([-lp.gather(1, torch.tensor(answer, device=lp.device)[:, None]).sum()
+                              for lp, (_, _, answer) in zip(log_probs, rows)])
         with torch.no_grad():
-            first = torch.stack([log_probs[i, keep - len(targets[i])] for i in range(n)]).exp()
+            first = torch.stack([lp[0] for lp in log_probs]).exp()
             p_yes = first[:, self.answer_ids["Yes"][0]]
             p_no = first[:, self.answer_ids["No"][0]]
             expected = torch.tensor([q.answer == "Yes" for q in queries], device=p_yes.device)
             scores = torch.where(expected, p_yes, p_no) / (p_yes + p_no).clamp_min(1e-12)
         return TeacherScores(losses, scores.cpu(), p_yes.cpu())
+
+    def _rope_positions(self, ids, types, grid, timestamps) -> torch.Tensor:
+        """The model's own 3-D rotary positions [3, len] for one prompt."""
+        kwargs = dict(mm_token_type_ids=torch.tensor([types], device=self.device), video_grid_thw=grid)
+        if self.spec.family == "qwen2_5_vl":
+            kwargs["second_per_grid_ts"] = torch.tensor([self._seconds_per_grid(timestamps)], device=self.device)
+        positions, _ = self.model.model.get_rope_index(torch.tensor([ids], device=self.device), **kwargs)
+        return positions[:, 0]
+
+    def _forward_answer_logits(self, ids, types, positions, pixels, grid, attention_mask, keep) -> torch.Tensor:
+        """Log-probabilities [len(keep), vocab] at the sequence positions `keep`."""
+        kwargs = dict(input_ids=torch.tensor([ids], device=self.device),
+                      mm_token_type_ids=torch.tensor([types], device=self.device),
+                      position_ids=positions[:, None, :], attention_mask=attention_mask,
+                      pixel_values_videos=pixels, video_grid_thw=grid, use_cache=False,
+                      logits_to_keep=torch.tensor(keep, device=self.device))
+        self._checkpoint_if_it_pays(len(ids))
+        logits = self.model(**kwargs).logits[0]
+        return logits.to(torch.promote_types(logits.dtype, torch.float32)).log_softmax(-1)
+
+    def _answer_log_probs(self, ids, types, answer, pixels, grid, timestamps) -> torch.Tensor:
+        """One query alone: causal attention over its own prompt."""
+        start = len(ids) - len(answer)
+        positions = self._rope_positions(ids, types, grid, timestamps)
+        return self._forward_answer_logits(ids, types, positions, pixels, grid, None,
+                                           list(range(start, start + len(answer))))
+
+    def _packed_answer_log_probs(self, rows, pixels, grid, timestamps) -> list[torch.Tensor]:
+        """All queries in one sequence: the shared prefix once, then each question, each seeing the prefix
+        and itself (a block mask), with the positions it would have alone."""
+        shared = _common_prefix_length([ids for ids, _, _ in rows])
+        shared = min(shared, min(len(ids) - len(answer) for ids, _, answer in rows))  # every question keeps a token
+        full_positions = [self._rope_positions(ids, types, grid, timestamps) for ids, types, _ in rows]
+        ids, types = list(rows[0][0][:shared]), list(rows[0][1][:shared])
+        positions, block, keep = [full_positions[0][:, :shared]], [-1] * shared, []
+        for q, ((row_ids, row_types, answer), row_positions) in enumerate(zip(rows, full_positions)):
+            start = len(ids) - shared  # where this row's position `shared` lands in the packed sequence
+            keep.append([start + p for p in range(len(row_ids) - len(answer), len(row_ids))])
+            ids += row_ids[shared:]
+            types += row_types[shared:]
+            positions.append(row_positions[:, shared:])
+            block += [q] * (len(row_ids) - shared)
+        block = torch.tensor(block, device=self.device)
+        causal = torch.ones(len(ids), len(ids), dtype=torch.bool, device=self.device).tril()
+        allowed = causal & ((block[None, :] == -1) | (block[None, :] == block[:, None]))
+        log_probs = self._forward_answer_logits(ids, types, torch.cat(positions, 1), pixels, grid,
+                                                self._attention_mask(allowed), [p for k in keep for p in k])
+        return list(log_probs.split([len(k) for k in keep]))
+
+    def _attention_mask(self, allowed: torch.Tensor) -> torch.Tensor:
+        """[1, 1, L, L] in the form the model's attention kernel takes: boolean for SDPA, additive otherwise."""
+        implementation = getattr(self.model.config.get_text_config(), "_attn_implementation", "sdpa")
+        if implementation == "sdpa":
+            return allowed[None, None]
+        if implementation != "eager":
+            raise ValueError(f"Packed scoring needs 'sdpa' or 'eager' attention, not {implementation!r}; load the "
+                             f"teacher with one of those.")
+        dtype = self.model.dtype
+        return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
+            ~allowed, torch.finfo(dtype).min)[None, None]
+
+    def _checkpoint_if_it_pays(self, tokens: int) -> None:
+        """HF recomputes layer activations in backward only in training mode; these models have no dropout, so
+        the mode changes nothing else. Worth it only when the stored activations would be large."""
+        text = self.model.config.get_text_config()
+        stored = tokens * text.hidden_size * text.num_hidden_layers * 34  # ~34 bytes per token, width and layer
+        self.model.train(self.checkpointing and torch.is_grad_enabled() and stored > CHECKPOINT_ABOVE_BYTES)
 
     def _seconds_per_grid(self, timestamps):
         if len(timestamps) < 2:
@@ -314,6 +251,7 @@ class VLMTeacher:
     @torch.no_grad()
     def generate(self, text: str, image: torch.Tensor | None = None, max_new_tokens: int = 256) -> str:
         """Greedy answer to a text prompt, optionally about one image [3, H, W] in [0, 1]."""
+        self.model.eval()  # generation keeps its cache: no recomputation
         content = ([{"type": "image"}] if image is not None else []) + [{"type": "text", "text": text}]
         prompt = self._chat_text(content)
         kwargs = {}
@@ -351,11 +289,11 @@ class VLMTeacher:
         return parse_query_proposal(reply, instruction)
 
 
-def _repeat_encoder_output(encoded, n):
-    """Reuse one video's vision features for n prompt rows (the model concatenates them per video)."""
-    out = type(encoded)(**{k: v for k, v in encoded.items()})
-    out.pooler_output = tuple(encoded.pooler_output) * n
-    deep = getattr(encoded, "deepstack_features", None)
-    if deep is not None:
-        out.deepstack_features = [tuple(level) * n for level in deep]
-    return out
+
+def _common_prefix_length(sequences: list[list[int]]) -> int:
+    length = 0
+    for column in zip(*sequences):
+        if any(token != column[0] for token in column):
+            break
+        length += 1
+    return length
