@@ -9,14 +9,20 @@ from __future__ import annotations
 import json
 import time
 
-import torch
-
 import comfy.samplers
 import comfy.utils
+import torch
 from comfy_api.latest import io
 
 from ..tto_engine import best_of_n_cost, generation_cost, grade_video
-from .comfy_reasoner import check_instance, interrupted_check, stock_ksampler, surrogate_decoder, wan_diffusion_model
+from .comfy_reasoner import (
+    check_instance,
+    interrupted_check,
+    stock_ksampler,
+    wan_diffusion_model,
+)
+from .loop_decoders import surrogate_decoder
+from .teacher_memory import load_teacher
 from .teacher_nodes import image_to_frames
 from .types import QUERIES, TEACHER
 from .validation import check_widgets, non_empty, verdict
@@ -79,6 +85,7 @@ class BestOfNSample(io.ComfyNode):
         for i in range(n):
             interrupted_check()
             sample = stock_ksampler(model, seed + i, steps, cfg, sampler_name, scheduler, positive, negative, latent)
+            load_teacher(teacher, *([decoder.patcher] if decoder is not None else []))
             with torch.no_grad():
                 video = decoder_of_samples(model.model.process_latent_in(sample["samples"]))
                 grade = grade_video(teacher, video, queries, frames, video_fps, goal_weight,
@@ -125,6 +132,7 @@ class TeacherRewritePrompt(io.ComfyNode):
         check_widgets(cls, locals())
         frame = image_to_frames(first_frame)[0] if first_frame is not None else None
         start = time.perf_counter()
+        load_teacher(teacher)
         prompt, notes = teacher.rewrite_instruction(instruction, frame, max_new_tokens)
         report = json.dumps({"prompt": prompt, "notes": notes,
                              "cost": generation_cost(time.perf_counter() - start)}, indent=2)

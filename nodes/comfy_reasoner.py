@@ -10,11 +10,12 @@ import contextlib
 
 import torch
 
+import comfy.ldm.modules.attention
 import comfy.model_management
 import comfy.sample
 import comfy.samplers
 
-from ..tto_engine import LinearRGBDecoder, ModuleDecoder, require_queries
+from ..tto_engine import require_queries
 
 # Attention (self and cross) and FFN linears of every block, in ComfyUI's (the original) Wan names.
 COMFY_WAN_LORA_TARGETS = r"blocks\.\d+\.(self_attn|cross_attn)\.(q|k|v|o)|blocks\.\d+\.ffn\.(0|2)"
@@ -80,6 +81,7 @@ class ComfyWanReasoner:
 
     def __init__(self, model_wrap, module, sigmas, noise, latent_image, extra_args):
         self.module = module
+        self.blocks = module.blocks
         self._sigmas = sigmas.detach().float().cpu()
         self._x0 = comfy.samplers.KSamplerX0Inpaint(model_wrap, sigmas)
         self._x0.latent_image = latent_image
@@ -118,16 +120,58 @@ def run_with_comfy_model(model, positive, negative, latent: dict, seed: int, ste
 
     Must be called with autograd usable (outside inference mode). Returns what `run` returned.
     """
+    require_static_weights(model)
+    loop_model = model.clone()  # the differentiable attention stays on this clone, the caller's MODEL is untouched
+    options = loop_model.model_options.setdefault("transformer_options", {})
+    options["optimized_attention_override"] = differentiable_attention
     latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
     noise = comfy.sample.prepare_noise(latent_image, seed, latent.get("batch_index"))
     noise_mask = latent.get("noise_mask")
     sampler = _LoopSampler(run, wan_diffusion_model(model))
-    guider = comfy.samplers.CFGGuider(model)
+    guider = comfy.samplers.CFGGuider(loop_model)
     guider.set_conds(positive, negative)
     guider.set_cfg(cfg)
     sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, steps)
-    guider.sample(noise, latent_image, sampler, sigmas, denoise_mask=noise_mask, seed=seed)
+    with training_mode():
+        guider.sample(noise, latent_image, sampler, sigmas, denoise_mask=noise_mask, seed=seed)
     return sampler.result
+
+
+def differentiable_attention(attention, *args, **kwargs):
+    """Attention through PyTorch's own kernels, whatever the host was started with: SageAttention and other
+    fused kernels have no backward pass."""
+    return comfy.ldm.modules.attention.attention_pytorch(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def training_mode():
+    """Newer hosts take fused, non-differentiable paths (RoPE, int8 linears) unless
+    `comfy.model_management.in_training` is set, and the flag must hold through the backward pass too
+    (checkpointed blocks recompute their forward there). Hosts without the flag ignore it."""
+    host = comfy.model_management
+    had, before = hasattr(host, "in_training"), getattr(host, "in_training", None)
+    host.in_training = True
+    try:
+        yield
+    finally:
+        if had:
+            host.in_training = before
+        else:
+            del host.in_training
+
+
+def require_static_weights(model) -> None:
+    """Newer hosts' dynamic VRAM streams weights through shared, reusable buffers; the weights autograd keeps
+    for the backward pass could be overwritten before it runs."""
+    is_dynamic = getattr(model, "is_dynamic", None)
+    if callable(is_dynamic) and is_dynamic():
+        raise ValueError("TTOLoop trains through the model, which ComfyUI's dynamic VRAM mode does not support "
+                         "(its weights live in reusable buffers). Start ComfyUI with --disable-dynamic-vram.")
+
+
+def compute_dtype(model) -> torch.dtype:
+    """The dtype the model computes in (fp8 weights compute in bf16 or fp16)."""
+    return model.model.manual_cast_dtype or model.model.get_dtype()
 
 
 def stock_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent) -> dict:
@@ -136,46 +180,6 @@ def stock_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, n
 
     return comfy_nodes.common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative,
                                        latent)[0]
-
-
-# ------------------------------------------------------------------------------------------------
-# Decoders for the loop
-
-
-def linear_rgb_decoder(model) -> LinearRGBDecoder:
-    """The latent format's own latent->RGB preview map (free, differentiable)."""
-    fmt = model.model.latent_format
-    factors = getattr(fmt, "latent_rgb_factors", None)
-    if factors is None:
-        raise ValueError(f"The latent format {type(fmt).__name__} has no RGB preview factors; connect a "
-                         "loop_decoder VAE to TTOLoop.")
-    return LinearRGBDecoder(factors, getattr(fmt, "latent_rgb_factors_bias", None), spatial_scale=16,
-                            temporal_stride=4)
-
-
-def vae_decoder(vae, model) -> ModuleDecoder:
-    """Differentiable decode with a stock VAE (the full Wan VAE or a tiny TAEHV one)."""
-    first_stage = vae.first_stage_model
-
-    def decode(z0):
-        # process_latent_out is a per-channel affine map whose tensors were made in inference mode:
-        # read its scale and offset once, then apply them differentiably.
-        with torch.no_grad():
-            probe = torch.zeros_like(z0[:, :, :1, :1, :1])
-            offset = model.model.process_latent_out(probe)
-            scale = model.model.process_latent_out(probe + 1) - offset
-        raw = z0 * scale + offset
-        dtype = next(first_stage.parameters()).dtype
-        pixels = vae.process_output(first_stage.decode(raw.to(dtype)).float())  # [1, 3, F, H, W]
-        return pixels[0].movedim(1, 0)  # [F, 3, H, W]
-
-    return ModuleDecoder(decode, temporal_stride=1)
-
-
-def surrogate_decoder(vae, model):
-    """The given VAE as a differentiable decoder, or the latent format's linear RGB map when None.
-    Build it outside inference mode if gradients must flow through it."""
-    return vae_decoder(vae, model) if vae is not None else linear_rgb_decoder(model)
 
 
 def check_instance(latent: dict, queries) -> list:

@@ -14,6 +14,7 @@ from ..tto_engine import Query, VLMTeacher, generation_cost, grade_video
 from ..tto_engine.checkpoints import check_vlm_folder
 from ..tto_engine.teacher import SUPPORTED_FAMILIES
 from .model_folders import LLM_FOLDER, name_problem, resolve, vlm_folders
+from .teacher_memory import load_teacher, manage
 from .types import QUERIES, TEACHER
 from .validation import check_widgets, non_empty, verdict
 
@@ -56,9 +57,10 @@ class VLMTeacherLoader(io.ComfyNode):
                                tooltip="A checkpoint folder under models/LLM."),
                 io.Combo.Input("dtype", options=list(_DTYPES), default="auto",
                                tooltip="Weight precision. auto: bf16 on GPU, fp32 on CPU."),
-                io.Boolean.Input("gradient_checkpointing", default=False,
-                                 tooltip="Recompute the teacher's activations during backward: much less memory "
-                                         "for TTOLoop at real video sizes, somewhat slower."),
+                io.Boolean.Input("gradient_checkpointing", default=True,
+                                 tooltip="Recompute the teacher's activations during TTOLoop's backward pass when "
+                                         "they would be large (real video sizes): much less memory, about a third "
+                                         "more teacher compute. Small clips are never recomputed."),
                 io.Int.Input("max_video_pixels", default=0, min=0, max=1 << 30, step=1024,
                              tooltip="Pixel budget for a graded clip (frames x height x width for Qwen3-VL, per "
                                      f"frame for Qwen2.5-VL). 0 keeps the checkpoint's own setting; otherwise at "
@@ -86,9 +88,11 @@ class VLMTeacherLoader(io.ComfyNode):
             raise ValueError(problem)
         device = comfy.model_management.get_torch_device()
         chosen = _DTYPES[dtype] or (torch.float32 if device.type == "cpu" else torch.bfloat16)
-        teacher = VLMTeacher.from_pretrained(path, dtype=chosen, device=device,
+        teacher = VLMTeacher.from_pretrained(path, dtype=chosen,
+                                             device=comfy.model_management.text_encoder_offload_device(),
                                              gradient_checkpointing=gradient_checkpointing,
                                              max_video_pixels=max_video_pixels or None)
+        manage(teacher)
         return io.NodeOutput(teacher)
 
 
@@ -128,6 +132,7 @@ class TeacherAnalyze(io.ComfyNode):
         check_widgets(cls, locals())
         frame = image_to_frames(first_frame)[0] if first_frame is not None else None
         start = time.perf_counter()
+        load_teacher(teacher)
         proposal = teacher.propose_queries(instruction, frame, max_new_tokens)
         combined = tuple(queries or ()) + tuple(proposal.queries)
         report = json.dumps({"source": proposal.source, "notes": proposal.notes, "reply": proposal.raw,
@@ -197,6 +202,7 @@ class VLMScore(io.ComfyNode):
     @classmethod
     def execute(cls, teacher, images, queries, frames, fps, goal_weight) -> io.NodeOutput:
         check_widgets(cls, locals())
+        load_teacher(teacher)
         grade = grade_video(teacher, image_to_frames(images), queries, frames, fps, goal_weight)
         loss = float(grade.loss)
         report = json.dumps({"score": round(grade.score, 4), "loss": round(loss, 4), "frames": grade.frames,

@@ -5,19 +5,42 @@ from __future__ import annotations
 import logging
 import time
 
-import safetensors.torch
-import torch
-
 import comfy.samplers
 import comfy.sd
 import comfy.utils
+import safetensors.torch
+import torch
 from comfy_api.latest import io
 
-from ..tto_engine import GRADIENT_MODES, LoRAAdapter, LoRASpec, TTOConfig, run_tto, tto_cost
-from .comfy_reasoner import (LORA_TARGET_PRESETS, autograd_usable, check_instance, clone_tensors, interrupted_check,
-                             run_with_comfy_model, stock_ksampler, surrogate_decoder, wan_diffusion_model)
+from ..tto_engine import (
+    GRADIENT_MODES,
+    LoRAAdapter,
+    LoRASpec,
+    TTOConfig,
+    run_tto,
+    tto_cost,
+)
+from ..tto_engine.presets import PRESETS
+from .comfy_reasoner import (
+    LORA_TARGET_PRESETS,
+    autograd_usable,
+    check_instance,
+    clone_tensors,
+    compute_dtype,
+    interrupted_check,
+    run_with_comfy_model,
+    stock_ksampler,
+    wan_diffusion_model,
+)
+from .loop_decoders import surrogate_decoder
+from .model_folders import (
+    CONDITIONING_FOLDER,
+    conditioning_files,
+    name_problem,
+    resolve,
+)
 from .report import render_reward_curve, tto_report
-from .model_folders import CONDITIONING_FOLDER, conditioning_files, name_problem, resolve
+from .teacher_memory import load_teacher
 from .types import LORA_ATTACHMENT, QUERIES, TEACHER
 from .validation import check_widgets, verdict
 
@@ -111,6 +134,10 @@ class TTOLoop(io.ComfyNode):
                 io.Vae.Input("loop_decoder", optional=True,
                              tooltip="Decoder for the loop's predictions: a tiny TAEHV (taew2_2) is fast; the "
                                      "full Wan VAE is exact but costly. Empty: the latent format's linear RGB map."),
+                io.Combo.Input("memory", options=list(PRESETS), default="default", optional=True,
+                               tooltip="default: for 80 GB cards, fastest. 24gb: recomputes every Wan block in "
+                                       "the backward pass (about one more forward per iteration); use it with fp8 "
+                                       "weights (UNETLoader weight_dtype fp8_e4m3fn). Results are the same."),
             ],
             outputs=[
                 io.Model.Output(display_name="model", tooltip="The model with the adapted LoRA applied."),
@@ -125,13 +152,13 @@ class TTOLoop(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, sampler_name=None, scheduler=None, gradient_mode=None):
-        return verdict(cls, sampler_name=sampler_name, scheduler=scheduler, gradient_mode=gradient_mode)
+    def validate_inputs(cls, sampler_name=None, scheduler=None, gradient_mode=None, memory=None):
+        return verdict(cls, sampler_name=sampler_name, scheduler=scheduler, gradient_mode=gradient_mode, memory=memory)
 
     @classmethod
     def execute(cls, model, positive, negative, latent, teacher, queries, seed, steps, cfg, sampler_name,
                 scheduler, max_iterations, learning_rate, loss_threshold, frames, goal_weight, gradient_mode,
-                video_fps, loop_decoder=None) -> io.NodeOutput:
+                video_fps, loop_decoder=None, memory="default") -> io.NodeOutput:
         check_widgets(cls, locals())
         spec = model.attachments.get(LORA_ATTACHMENT)
         if spec is None:
@@ -141,7 +168,7 @@ class TTOLoop(io.ComfyNode):
         queries = check_instance(latent, queries)
         config = TTOConfig(max_iterations=max_iterations, learning_rate=learning_rate, loss_threshold=loss_threshold,
                            goal_weight=goal_weight, frames=frames, steps=steps, gradient_mode=gradient_mode,
-                           video_fps=video_fps)
+                           video_fps=video_fps, checkpoint_reasoner=PRESETS[memory].checkpoint_reasoner)
         frozen = [module, teacher.model] + ([loop_decoder.first_stage_model] if loop_decoder is not None else [])
         progress = comfy.utils.ProgressBar(max_iterations)
         node_id = cls.hidden.unique_id
@@ -154,8 +181,9 @@ class TTOLoop(io.ComfyNode):
             _progress_text(message, node_id)
 
         def loop(reasoner, noise, latent_image, denoise_mask):
+            load_teacher(teacher, model, *([loop_decoder.patcher] if loop_decoder is not None else []))
             with autograd_usable(*frozen):
-                lora = LoRAAdapter(module, spec)  # built once the model sits on its device
+                lora = LoRAAdapter(module, spec, compute_dtype(model))  # built once the model sits on its device
                 return run_tto(reasoner, decoder, teacher, queries, lora, noise, latent_image, denoise_mask,
                                config, on_iteration)
 

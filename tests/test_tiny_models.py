@@ -17,7 +17,6 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from tto_models import demo as demo_models, qwen, tokenizer, vae, wan, weights
-from tto_runner.local_server import default_host_dir
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -63,20 +62,6 @@ def demo(work):
     return paths
 
 
-@pytest.fixture(scope="module")
-def comfy():
-    root = str(default_host_dir())
-    if root not in sys.path:
-        sys.path.insert(0, str(root))
-    import comfy.cli_args
-    comfy.cli_args.args.cpu = True  # before any other comfy import
-    import comfy.latent_formats
-    import comfy.model_base
-    import comfy.model_management
-    import comfy.sd
-    import comfy.utils
-    assert comfy.model_management.get_torch_device().type == "cpu"
-    return comfy
 
 
 # ----------------------------------------------------------------------------------------------------
