@@ -7,7 +7,8 @@ mark of their sum, split by *role* (which part of the loop made the tensor: "wei
 
 Roles: code between `ledger.role("x")` enters and exits is "x". In a backward pass no code is ours, so
 an operator takes the role of the saved tensor its autograd node unpacked last (the node's own forward
-role). Anything else inherits the role of its inputs (an optimizer step on LoRA tensors is "lora").
+role), or "other" before anything is unpacked (the loop's glue between roles: frame selection, the loss
+sum). Anything else inherits the role of its inputs (an optimizer step on LoRA tensors is "lora").
 
 On fake tensors (`fake_mode()`), weights and activations carry shapes and dtypes but no data, so the
 loop can run at any size on a small machine. Index bookkeeping (token ids, masks built from Python
@@ -77,6 +78,7 @@ class Ledger(TorchDispatchMode):
         self._hook_stack: list = []
         self._explicit: list[str] = []    # roles entered with `role()`
         self._unpacked_role: str | None = None
+        self._task = -1                   # the autograd graph task (one per backward() call) seen last
         self._entries: dict[int, list] = {}   # storage key -> [nbytes, role, saved]
         self.live: dict[tuple[str, bool], int] = defaultdict(int)  # (role, saved) -> bytes
         self.current = 0
@@ -104,8 +106,11 @@ class Ledger(TorchDispatchMode):
     def _current_role(self, args) -> str:
         if self._explicit:
             return self._explicit[-1]
-        if torch._C._current_graph_task_id() != -1 and self._unpacked_role:
-            return self._unpacked_role
+        task = torch._C._current_graph_task_id()
+        if task != self._task:  # a new backward() starts with no node of its own yet
+            self._task, self._unpacked_role = task, None
+        if task != -1:  # before a backward() unpacks anything it runs the loop's glue (frame selection)
+            return self._unpacked_role or "other"
         for t in tree_flatten(args)[0]:
             if isinstance(t, torch.Tensor):
                 r = self.role_of(t)
@@ -145,6 +150,7 @@ class Ledger(TorchDispatchMode):
     def _note_unpacked(self, t):
         r = self.role_of(t)
         if r is not None:
+            self._task = torch._C._current_graph_task_id()
             self._unpacked_role = r.removeprefix("weights:")
         return t
 

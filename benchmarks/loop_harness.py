@@ -8,8 +8,9 @@ The loop runs two iterations with a backward and an optimizer step each; the sec
 so the AdamW state and the last-good LoRA snapshot are live as they are in every later iteration.
 The plain sample is the pack's `stock_ksampler` (the stock KSampler path), 4 steps, no LoRA.
 
-Measured: on fake/cpu tensors, the `Ledger` (live storages by role, peak) and FLOPs (FlopCounterMode);
-on CUDA, seconds and `torch.cuda.max_memory_allocated` (the ledger's Python dispatch would distort time).
+Counted (fake or CPU tensors): the `Ledger`'s live storages by role and their peak, and FLOPs with
+FlopCounterMode's formulas. Measured (`count=False`, always on CUDA, where the ledger's Python dispatch
+would distort the time): seconds, and on CUDA the peak of `torch.cuda.max_memory_allocated`.
 """
 
 from __future__ import annotations
@@ -112,10 +113,14 @@ def _sync(world: World):
         torch.cuda.synchronize()
 
 
-def measure(world: World, settings: LoopSettings, scale: Scale = Scale(), seed: int = 0) -> dict:
-    """Build the models, run one measured loop iteration and one plain sample; return the figures."""
+def measure(world: World, settings: LoopSettings, scale: Scale = Scale(), seed: int = 0,
+            count: bool | None = None) -> dict:
+    """Build the models, run one measured loop iteration and one plain sample; return the figures.
+    `count` (default: everywhere but CUDA) counts memory and FLOPs instead of timing the run."""
     pack = import_host(world)
-    counting = world.kind != "cuda"
+    counting = world.kind != "cuda" if count is None else count
+    if counting and world.kind == "cuda":
+        raise ValueError("Counting on CUDA would measure the ledger, not the loop; count on fake tensors.")
     ledger = Ledger(flop_registry=flop_formulas()) if counting else None
     world.ledger = ledger
     out: dict = {"device": world.kind}
@@ -124,9 +129,10 @@ def measure(world: World, settings: LoopSettings, scale: Scale = Scale(), seed: 
         _iteration(pack, world, settings, scale, seed, models, out)
         _sample(pack, world, scale, seed, models, out)
     if counting:
-        out["iteration_over_sample"] = out["iteration_flops"] / max(out["sample_flops"], 1)
+        out["iteration_over_sample"] = out["iteration_flops"] / out["sample_flops"]
     else:
         out["iteration_over_sample_s"] = out["iteration_s"] / out["sample_s"]
+    if world.kind == "cuda":
         out["gpu"] = torch.cuda.get_device_name()
     return out
 
@@ -182,7 +188,7 @@ def _iteration(pack, world, settings, scale, seed, models, out):
                 ledger.reset_peak()
                 out["start_gib"] = ledger.current / GIB  # live when the measured iteration starts
                 marks["flops0"] = dict(ledger.flops)
-            else:
+            elif world.kind == "cuda":
                 torch.cuda.reset_peak_memory_stats()
             return
         out["iteration_s"] = time.perf_counter() - marks["t0"]
@@ -191,7 +197,7 @@ def _iteration(pack, world, settings, scale, seed, models, out):
             out["iteration_flops"], out["iteration_flops_by_role"] = sum(by_role.values()), by_role
             out["peak_gib"], out["peak_phase"] = ledger.peak / GIB, ledger.peak_label
             out["breakdown_gib"] = ledger.breakdown()
-        else:
+        elif world.kind == "cuda":
             out["peak_gib"] = torch.cuda.max_memory_allocated() / GIB
         raise _Measured
 
@@ -223,7 +229,7 @@ def _sample(pack, world, scale, seed, models, out):
     cr = pack.nodes.comfy_reasoner
     model, _, _, (positive, negative, latent, _) = models
     flops_before = dict(world.ledger.flops) if world.ledger is not None else {}
-    for _ in range(2 if world.kind == "cuda" else 1):  # on CUDA, time a warm second run
+    for _ in range(1 if world.ledger is not None else 2):  # when timing, time a warm second run
         _sync(world)
         tick = time.perf_counter()
         with torch.inference_mode():

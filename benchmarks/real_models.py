@@ -60,12 +60,17 @@ class World:
                     stack.enter_context(self.ledger)
             yield
 
-    def weight(self, shape, dtype, std: float | None, generator: torch.Generator | None) -> torch.Tensor:
-        """A weight tensor: uninitialised when fake; N(0, std) (or ones when std is None) when real."""
+    def weight(self, shape, dtype, std: float | None, generator: torch.Generator) -> torch.Tensor:
+        """A checkpoint tensor in CPU memory, as a loader reads it: uninitialised when fake; otherwise
+        N(0, std), or ones when std is None (drawn on the GPU when there is one: 5 B numbers are slow on CPU)."""
         if self.kind == "fake":
             return torch.empty(shape, dtype=dtype)
-        t = torch.ones(shape) if std is None else torch.randn(shape, generator=generator) * std
-        return t.to(dtype)
+        if std is None:
+            return torch.ones(shape, dtype=dtype)
+        return (torch.randn(shape, generator=generator, device=generator.device) * std).to(dtype).cpu()
+
+    def generator(self, seed: int) -> torch.Generator:
+        return torch.Generator(self.device).manual_seed(seed)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -117,7 +122,7 @@ def build_wan(pack, world: World, dims: dict, weight_dtype: str, compute_dtype: 
     import comfy.model_patcher
 
     weights, compute = dtype_of(weight_dtype), dtype_of(compute_dtype)
-    generator = torch.Generator().manual_seed(seed)
+    generator = world.generator(seed)
     shapes = pack.tto_engine.tiny.comfy_wan_shapes(dim=dims["dim"], layers=dims["layers"], ffn_dim=dims["ffn_dim"])
     with world.building():
         sd = {}
@@ -148,7 +153,7 @@ def build_taehv(pack, world: World, dtype: str = "bf16", seed: int = 0):
     """A Wan 2.2 TAEHV (taew2_2 layout) as stock VAELoader builds it; random weights."""
     import comfy.sd
 
-    generator = torch.Generator().manual_seed(seed)
+    generator = world.generator(seed)
     with world.building():
         sd = {}
         for name, shape in pack.tto_engine.tiny.taehv_shapes():

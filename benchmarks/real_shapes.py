@@ -42,7 +42,14 @@ def _child(preset_name: str, device: str) -> None:
     from benchmarks.loop_harness import measure
     from benchmarks.real_models import World
 
-    result = measure(World(device), loop_settings(PRESETS[preset_name]))
+    import torch
+
+    try:
+        result = measure(World(device), loop_settings(PRESETS[preset_name]))
+    except torch.cuda.OutOfMemoryError:  # a measurement too: the preset does not fit this GPU
+        total = torch.cuda.get_device_properties(0).total_memory
+        result = {"device": device, "gpu": torch.cuda.get_device_name(), "out_of_memory": True,
+                  "peak_gib": torch.cuda.max_memory_allocated() / 1024 ** 3, "gpu_total_gib": total / 1024 ** 3}
     print("RESULT " + json.dumps(result))
 
 
@@ -73,8 +80,14 @@ def table(presets: dict, device: str) -> str:
     if device == "cuda":
         rows = ["| preset | complete | peak GiB (measured) | iteration s | 4-step sample s | iteration / sample |",
                 "|---|---|---|---|---|---|"]
-        rows += [f"| {n} | {'yes' if r['complete'] else 'no'} | {r['peak_gib']:.1f} | {r['iteration_s']:.2f} | "
-                 f"{r['sample_s']:.2f} | {r['iteration_over_sample_s']:.2f} |" for n, r in presets.items()]
+        for n, r in presets.items():
+            done = "yes" if r["complete"] else "no"
+            if r.get("out_of_memory"):
+                rows.append(f"| {n} | {done} | out of memory (> {r['peak_gib']:.1f} of {r['gpu_total_gib']:.0f}) "
+                            f"| - | - | - |")
+            else:
+                rows.append(f"| {n} | {done} | {r['peak_gib']:.1f} | {r['iteration_s']:.2f} | {r['sample_s']:.2f} | "
+                            f"{r['iteration_over_sample_s']:.2f} |")
         return "\n".join(rows)
     rows = ["| preset | complete (pending switches) | peak GiB | weights GiB | iteration FLOP | 4-step sample FLOP "
             "| iteration / sample | peak during |", "|---|---|---|---|---|---|---|---|"]
