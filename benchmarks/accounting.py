@@ -115,7 +115,7 @@ class Ledger(TorchDispatchMode):
             if isinstance(t, torch.Tensor):
                 r = self.role_of(t)
                 if r is not None:
-                    return r.removeprefix("weights:") if r.startswith("weights:") else r
+                    return r.removeprefix("weights:")
         return "other"
 
     # --- storage bookkeeping -----------------------------------------------------------------------

@@ -91,6 +91,8 @@ class _InRole:
 
 def _instance(pack, scale: Scale):
     """Conditioning, an image-to-video latent (frame 0 clean, as Wan22ImageToVideoLatent makes it), queries."""
+    if not 1 <= scale.queries <= len(QUERIES):
+        raise ValueError(f"queries must be 1 to {len(QUERIES)}, got {scale.queries}.")
     g = torch.Generator().manual_seed(0)
     cond = torch.randn(1, scale.context_tokens, 4096, generator=g)
     latent = torch.zeros(scale.latent_shape)

@@ -99,6 +99,12 @@ def table(presets: dict, device: str) -> str:
     return "\n".join(rows)
 
 
+def _scale() -> dict:
+    scale = dataclasses.asdict(Scale())
+    scale["teacher_folder"] = os.path.relpath(scale["teacher_folder"], ROOT)
+    return scale
+
+
 def _environment() -> dict:
     import platform
 
@@ -138,7 +144,7 @@ def main():
                 else "measured on a CUDA GPU with random weights")
         with open(args.json, "w") as f:
             json.dump({"command": "python benchmarks/real_shapes.py " + " ".join(sys.argv[1:]), "kind": kind,
-                       "environment": _environment(), "scale": dataclasses.asdict(Scale()),
+                       "environment": _environment(), "scale": _scale(),
                        "switches": {k: v or "pending (not in the code yet)" for k, v in SWITCHES.items()},
                        "presets": presets}, f, indent=2)
 
