@@ -1,9 +1,10 @@
-"""Memory savings that must not change results: block checkpointing and LoRA layers computing in the
-model's dtype with fp32 master weights."""
+"""Memory savings that must not change results: block checkpointing, the decoder recomputed in its
+backward pass, and LoRA layers computing in the model's dtype with fp32 master weights."""
 
 import torch
 
-from tto_engine import LinearRGBDecoder, LoRAAdapter, Query, TTOConfig, draw_noise, predict_clean_latent, run_tto
+from tto_engine import (LinearRGBDecoder, LoRAAdapter, ModuleDecoder, Query, TTOConfig, decode_for_grading, draw_noise,
+                        predict_clean_latent, run_tto)
 from tto_engine.diffusers_wan import DiffusersWanReasoner
 from tto_models.wan import TINY_DIFFUSERS_TEXT_DIM, build_tiny_diffusers_wan
 
@@ -39,6 +40,55 @@ def test_block_checkpointing_gives_the_same_gradients_and_restores_the_blocks(te
     assert all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-7) for k in a)
     assert any(float(a[k].abs().sum()) > 0 for k in a if k.endswith("lora_B"))  # the LoRA did move
     assert list(r.blocks) == blocks_before
+
+
+class ConvDecoder(torch.nn.Module):
+    """A small video decoder with activations worth keeping: latent [1, 48, T, H, W] -> frames [T, 3, 8H, 8W]."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.inner = torch.nn.Conv3d(48, 16, 1)
+        self.out = torch.nn.Conv2d(16, 3, 3, padding=1)
+
+    def forward(self, z):
+        x = torch.nn.functional.interpolate(torch.relu(self.inner(z))[0].movedim(1, 0), scale_factor=8)
+        return torch.sigmoid(self.out(x))
+
+
+def saved_bytes(fn) -> int:
+    """Bytes of the tensors autograd keeps for the backward pass of what `fn` computes."""
+    kept = [0]
+
+    def pack(t):
+        kept[0] += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return kept[0]
+
+
+def test_a_recomputed_decoder_keeps_only_the_latent_and_gives_the_same_gradients(teacher):
+    decoder = ModuleDecoder(ConvDecoder(), temporal_stride=4)
+    latent = torch.randn(1, 48, 3, 4, 4, requires_grad=True)
+    kept = saved_bytes(lambda: decode_for_grading(decoder, latent, 2))
+    recomputed = saved_bytes(lambda: decode_for_grading(decoder, latent, 2, recompute=True))
+    assert recomputed == latent.numel() * 4 < kept
+
+    r = reasoner()
+    noise = draw_noise((1, 48, 3, 4, 4), seed=0)
+    results = {}
+    for recompute in (False, True):
+        lora = LoRAAdapter.for_reasoner(r, rank=4, alpha=4.0)
+        config = TTOConfig(max_iterations=3, learning_rate=2e-2, frames=2, loss_threshold=0.0,
+                           recompute_decoder=recompute)
+        results[recompute] = run_tto(r, decoder, teacher, QUERIES, lora, noise, torch.zeros_like(noise),
+                                     config=config)
+    assert [h.loss for h in results[False].history] == [h.loss for h in results[True].history]
+    a, b = results[False].lora.state_dict(), results[True].lora.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(float(a[k].abs().sum()) > 0 for k in a if k.endswith("lora_B"))  # the LoRA did move
 
 
 def fp32_activation_bytes(r, lora, noise) -> tuple[int, int]:

@@ -5,7 +5,7 @@ decoder serves: a linear latent->RGB map (free), a tiny video decoder, or the fu
 `temporal_stride` says how many video frames one decoded frame stands for (it places the teacher's
 timestamps on the real video's clock). A decoder that knows its frame count up front can decode just the
 K frames the teacher grades (`decode_for_grading`), which keeps activations for the other frames out of
-the backward pass.
+the backward pass; any decoder can also be recomputed in the backward pass instead of keeping them.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Callable, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from .grading import sample_frame_indices
 
@@ -28,8 +29,14 @@ class Decoder(Protocol):
         """All frames, or only those at `indices` (in that order)."""
 
 
-def decode_for_grading(decoder: Decoder, latent: torch.Tensor, k: int) -> tuple[torch.Tensor, list[int], int]:
-    """The K frames the teacher grades, their indices, and how many frames the whole video has."""
+def decode_for_grading(decoder: Decoder, latent: torch.Tensor, k: int,
+                       recompute: bool = False) -> tuple[torch.Tensor, list[int], int]:
+    """The K frames the teacher grades, their indices, and how many frames the whole video has.
+
+    `recompute`: keep only the latent for the backward pass and decode again there, rather than holding the
+    decoder's activations through the teacher's forward and backward passes (the loop's memory peak)."""
+    if recompute and torch.is_grad_enabled():
+        return checkpoint(decode_for_grading, decoder, latent, k, use_reentrant=False)
     total = decoder.frame_count(latent.shape[2])
     if total is None:
         video = decoder(latent)

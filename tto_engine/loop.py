@@ -38,6 +38,8 @@ class TTOConfig:
     video_fps: float = 24.0             # frame rate of the decoded video (places the teacher's timestamps)
     weight_decay: float = 0.0
     checkpoint_reasoner: bool = False   # recompute each reasoner block in the backward pass: far less memory
+    recompute_decoder: bool = True      # decode again in the decoder's backward pass instead of holding its
+                                        # activations through the teacher's passes (one more decode, small)
 
     def __post_init__(self):
         if self.max_iterations < 1:
@@ -133,7 +135,8 @@ def run_tto(reasoner: Reasoner, decoder: Decoder, teacher: VLMTeacher, queries: 
                 z0 = predict_clean_latent(reasoner, noise, clean, noise_mask, sigmas, config.gradient_mode)
             z0_leaf = cut(z0)
             with timer("decode"):
-                frames, indices, decoded = decode_for_grading(decoder, z0_leaf, config.frames)
+                frames, indices, decoded = decode_for_grading(decoder, z0_leaf, config.frames,
+                                                               config.recompute_decoder)
             frames_leaf = cut(frames)
             with timer("teacher"):
                 times = frame_times(indices, config.video_fps, decoder.temporal_stride)
