@@ -8,7 +8,10 @@ mark of their sum, split by *role* (which part of the loop made the tensor: "wei
 Roles: code between `ledger.role("x")` enters and exits is "x". In a backward pass no code is ours, so
 an operator takes the role of the saved tensor its autograd node unpacked last (the node's own forward
 role), or "other" before anything is unpacked (the loop's glue between roles: frame selection, the loss
-sum). Anything else inherits the role of its inputs (an optimizer step on LoRA tensors is "lora").
+sum); a role entered inside a backward pass (a checkpointed role recomputing its forward there) holds
+for the rest of that pass. Anything else inherits the role of its inputs (an optimizer step on LoRA
+tensors is "lora"). Tensors that an activation checkpoint keeps or recomputes pass through its own
+hooks, not the ledger's: they count as live, not saved.
 
 On fake tensors (`fake_mode()`), weights and activations carry shapes and dtypes but no data, so the
 loop can run at any size on a small machine. Index bookkeeping (token ids, masks built from Python
@@ -85,6 +88,8 @@ class Ledger(TorchDispatchMode):
         self.peak = 0
         self.peak_live: dict[tuple[str, bool], int] = {}
         self.peak_label = ""              # role and pass at the peak, e.g. "teacher backward"
+        self.phase_peaks: dict[str, int] = {}  # the most live at once while each role and pass allocated
+        self.saved_peaks: dict[str, int] = {}  # the most bytes each role had saved for the backward at once
 
     # --- roles --------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -98,17 +103,21 @@ class Ledger(TorchDispatchMode):
     def reset_peak(self):
         """Start a new high-water mark from what is live now (e.g. after a warm-up iteration)."""
         self.peak, self.peak_live, self.peak_label = self.current, dict(self.live), "start"
+        self.phase_peaks = {}
+        self.saved_peaks = {role: nbytes for (role, saved), nbytes in self.live.items() if saved}
 
     def role_of(self, t: torch.Tensor) -> str | None:
         entry = self._entries.get(t.untyped_storage()._cdata)
         return entry[1] if entry else None
 
     def _current_role(self, args) -> str:
-        if self._explicit:
-            return self._explicit[-1]
         task = torch._C._current_graph_task_id()
         if task != self._task:  # a new backward() starts with no node of its own yet
             self._task, self._unpacked_role = task, None
+        if self._explicit:
+            if task != -1:  # a role recomputing its forward inside a backward pass: the rest of the pass is its
+                self._unpacked_role = self._explicit[-1]
+            return self._explicit[-1]
         if task != -1:  # before a backward() unpacks anything it runs the loop's glue (frame selection)
             return self._unpacked_role or "other"
         for t in tree_flatten(args)[0]:
@@ -128,9 +137,11 @@ class Ledger(TorchDispatchMode):
         weakref.finalize(st, self._free, key)
         self.live[(role, False)] += nbytes
         self.current += nbytes
+        label = f"{role} {'backward' if torch._C._current_graph_task_id() != -1 else 'forward'}"
+        if self.current > self.phase_peaks.get(label, 0):
+            self.phase_peaks[label] = self.current
         if self.current > self.peak:
-            phase = "backward" if torch._C._current_graph_task_id() != -1 else "forward"
-            self.peak, self.peak_live, self.peak_label = self.current, dict(self.live), f"{role} {phase}"
+            self.peak, self.peak_live, self.peak_label = self.current, dict(self.live), label
 
     def _free(self, key):
         entry = self._entries.pop(key, None)
@@ -144,6 +155,8 @@ class Ledger(TorchDispatchMode):
         if entry is not None and not entry[2] and not entry[1].startswith("weights:"):
             self.live[(entry[1], False)] -= entry[0]
             self.live[(entry[1], True)] += entry[0]
+            if self.live[(entry[1], True)] > self.saved_peaks.get(entry[1], 0):
+                self.saved_peaks[entry[1]] = self.live[(entry[1], True)]
             entry[2] = True
         return t
 

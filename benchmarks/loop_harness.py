@@ -1,9 +1,12 @@
 """One iteration of the pack's test-time loop and one plain sample, measured, at any scale.
 
-The iteration runs the node's own code path: `nodes.comfy_reasoner.run_with_comfy_model` prepares the
-model, noise, conditioning and image-to-video mask exactly as a KSampler would (the host's CFGGuider,
-per-token timesteps from the noise mask), the LoRA is the pack's `LoRAAdapter`, the decoder is
-`surrogate_decoder` over a TAEHV, and `tto_engine.run_tto` drives reasoner, decoder and `VLMTeacher.score`.
+The iteration runs the functions TTOLoop.execute calls, in its order: `surrogate_decoder` over a TAEHV,
+`run_with_comfy_model` (the model, noise, conditioning and image-to-video mask prepared exactly as a
+KSampler would: the host's CFGGuider, per-token timesteps from the noise mask, training flag, PyTorch
+attention), then inside it `load_teacher` (teacher, Wan model and decoder loaded by ComfyUI),
+`autograd_usable`, `LoRAAdapter(module, spec, compute_dtype(model))` and `tto_engine.run_tto` with the
+memory preset's `checkpoint_reasoner`. With `memory=None` it runs the first release's loop instead through
+the engine's own options (see benchmarks/memory_presets.py).
 The loop runs two iterations with a backward and an optimizer step each; the second one is measured,
 so the AdamW state and the last-good LoRA snapshot are live as they are in every later iteration.
 The plain sample is the pack's `stock_ksampler` (the stock KSampler path), 4 steps, no LoRA.
@@ -16,7 +19,6 @@ would distort the time): seconds, and on CUDA the peak of `torch.cuda.max_memory
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -24,7 +26,7 @@ import torch
 
 from .accounting import GIB, Ledger, flop_formulas
 from .real_models import (QWEN3_VL_4B, WAN22_TI2V_5B, TeacherSettings, World, build_taehv, build_teacher,
-                          build_wan, dtype_of, import_host)
+                          build_wan, import_host)
 
 QUERIES = (("By the end of the video, does the yellow ball reach the red square?", "goal"),
            ("Does the yellow ball avoid every X on the board?", "process"),
@@ -56,12 +58,25 @@ class Scale:
 
 @dataclass(frozen=True)
 class LoopSettings:
-    """The loop settings a preset chooses, in the terms the code has today."""
+    """What one run sets: TTOLoop's memory preset and the models as the workflow loads them."""
+    memory: str | None = "default"      # TTOLoop's `memory` (tto_engine.presets); None: the first release's loop
     weight_dtype: str = "bf16"          # Wan weights as UNETLoader loads them (bf16 or fp8_e4m3fn)
-    compute_dtype: str = "bf16"         # what ComfyUI computes Wan in on a CUDA card
-    lora_dtype: str = "fp32"            # LoRAAdapter(dtype=...): LoRA weights, so also its compute dtype
+    compute_dtype: str = "bf16"         # what ComfyUI computes Wan in on a CUDA card (fp8 weights: manual cast)
     decoder_dtype: str = "bf16"         # the TAEHV's dtype (VAELoader's choice on a CUDA card)
     teacher: TeacherSettings = TeacherSettings()
+
+
+class _FirstReleaseTeacher:
+    """The teacher as the first release asked it: each query in its own pass (`score(packed=False)`)."""
+
+    def __init__(self, teacher):
+        self._teacher = teacher
+
+    def __getattr__(self, name):
+        return getattr(self._teacher, name)
+
+    def score(self, *args, **kwargs):
+        return self._teacher.score(*args, packed=False, **kwargs)
 
 
 class _Measured(Exception):
@@ -103,13 +118,6 @@ def _instance(pack, scale: Scale):
     return [[cond, {}]], [[torch.zeros_like(cond), {}]], {"samples": latent, "noise_mask": mask}, queries
 
 
-def _tto_config(pack, **values):
-    """TTOConfig with today's field names, whichever of the old or new spelling the engine uses."""
-    fields = {f.name for f in dataclasses.fields(pack.tto_engine.TTOConfig)}
-    aliases = {"learning_rate": "lr", "frames": "num_frames"}
-    return pack.tto_engine.TTOConfig(**{(k if k in fields else aliases.get(k, k)): v for k, v in values.items()})
-
-
 def _sync(world: World):
     if world.kind == "cuda":
         torch.cuda.synchronize()
@@ -144,7 +152,6 @@ def _role(world: World, name: str):
 
 
 def _build(pack, world, settings, scale, seed, out):
-    import comfy.model_management
     from comfy_extras.nodes_model_advanced import ModelSamplingSD3
 
     with _role(world, "weights:reasoner"):
@@ -158,8 +165,6 @@ def _build(pack, world, settings, scale, seed, out):
     if world.ledger is not None:
         out["weights_gib"] = {r.removeprefix("weights:"): b / GIB for (r, _), b in world.ledger.live.items()
                               if r.startswith("weights:") and b}
-    if world.kind == "cuda":  # the node should do this too: nothing loads its loop decoder
-        comfy.model_management.load_models_gpu([vae.patcher])
     h, w = teacher.video_size(min(scale.k, scale.frames), scale.height, scale.width)
     vision = teacher.spec
     out["teacher_frame_size"] = [h, w]
@@ -170,14 +175,21 @@ def _build(pack, world, settings, scale, seed, out):
 
 def _iteration(pack, world, settings, scale, seed, models, out):
     """Two loop iterations through the node's code path; the second is measured."""
-    cr = pack.nodes.comfy_reasoner
+    cr, decoders, engine = pack.nodes.comfy_reasoner, pack.nodes.loop_decoders, pack.tto_engine
     model, vae, teacher, (positive, negative, latent, queries) = models
     ledger = world.ledger
-    spec = pack.tto_engine.LoRASpec(rank=scale.lora_rank, alpha=float(scale.lora_rank),
-                                    target_modules=cr.LORA_TARGET_PRESETS["attention+ffn"], seed=0)
+    first_release = settings.memory is None
+    if not first_release and settings.memory not in engine.presets.PRESETS:
+        raise ValueError(f"Unknown memory preset {settings.memory!r}; TTOLoop has "
+                         f"{', '.join(engine.presets.PRESETS)} (or None for the first release's loop).")
+    spec = engine.LoRASpec(rank=scale.lora_rank, alpha=float(scale.lora_rank),
+                           target_modules=cr.LORA_TARGET_PRESETS["attention+ffn"], seed=0)
     module = cr.wan_diffusion_model(model)
-    config = _tto_config(pack, max_iterations=3, learning_rate=5e-5, loss_threshold=0.0, goal_weight=0.5,
-                         frames=scale.k, steps=scale.steps, gradient_mode="first", video_fps=24.0)
+    # The node's TTOConfig: its inputs and the preset's checkpoint_reasoner, every other saving at its default.
+    savings = (dict(checkpoint_reasoner=False, recompute_decoder=False) if first_release else
+               dict(checkpoint_reasoner=engine.presets.PRESETS[settings.memory].checkpoint_reasoner))
+    config = engine.TTOConfig(max_iterations=3, learning_rate=5e-5, loss_threshold=0.0, goal_weight=0.5,
+                              frames=scale.k, steps=scale.steps, gradient_mode="first", video_fps=24.0, **savings)
     marks: dict = {}
 
     def on_iteration(record):
@@ -199,27 +211,35 @@ def _iteration(pack, world, settings, scale, seed, models, out):
             out["iteration_flops"], out["iteration_flops_by_role"] = sum(by_role.values()), by_role
             out["peak_gib"], out["peak_phase"] = ledger.peak / GIB, ledger.peak_label
             out["breakdown_gib"] = ledger.breakdown()
+            phases = sorted(ledger.phase_peaks.items(), key=lambda kv: -kv[1])
+            out["peak_by_phase_gib"] = {label: nbytes / GIB for label, nbytes in phases}
+            out["most_saved_gib"] = {role: nbytes / GIB for role, nbytes in sorted(ledger.saved_peaks.items())}
         elif world.kind == "cuda":
             out["peak_gib"] = torch.cuda.max_memory_allocated() / GIB
         raise _Measured
 
-    def loop(reasoner, noise, latent_image, denoise_mask):  # what TTOLoop.execute's loop does
+    grader = _FirstReleaseTeacher(teacher) if first_release else teacher
+    lora_dtype = torch.float32 if first_release else None
+
+    def loop(reasoner, noise, latent_image, denoise_mask):  # TTOLoop.execute's `loop`, call for call
+        pack.nodes.teacher_memory.load_teacher(teacher, model, vae.patcher)
         with cr.autograd_usable(module, teacher.model, vae.first_stage_model):
             with world.building(), _role(world, "lora"):
-                lora = pack.tto_engine.LoRAAdapter(module, spec, dtype=dtype_of(settings.lora_dtype))
+                lora = engine.LoRAAdapter(module, spec, lora_dtype or cr.compute_dtype(model))
             out["lora_params"] = lora.num_parameters()
-            roles = (reasoner, decoder, teacher) if ledger is None else (
+            roles = (reasoner, loop_decoder, grader) if ledger is None else (
                 _InRole(reasoner, ledger, "reasoner", ("denoise",)),
-                _InRole(decoder, ledger, "decoder", ()),
-                _InRole(teacher, ledger, "teacher", ("score",)))
+                _InRole(loop_decoder, ledger, "decoder", ()),
+                _InRole(grader, ledger, "teacher", ("score",)))
             try:
-                pack.tto_engine.run_tto(*roles, queries, lora, noise, latent_image, denoise_mask, config,
-                                        on_iteration)
+                engine.run_tto(*roles, queries, lora, noise, latent_image, denoise_mask, config, on_iteration)
             except _Measured:
                 pass
 
     with torch.inference_mode(False), torch.enable_grad():
-        decoder = cr.surrogate_decoder(vae, model)
+        loop_decoder = decoders.surrogate_decoder(vae, model)
+        if first_release:  # every frame decoded with gradients, the graded ones picked afterwards
+            loop_decoder = engine.ModuleDecoder(loop_decoder.fn, loop_decoder.temporal_stride)
         cr.run_with_comfy_model(model, cr.clone_tensors(positive), cr.clone_tensors(negative),
                                 cr.clone_tensors(latent), seed, scale.steps, 1.0, "euler", "simple", loop)
     if "iteration_s" not in out:

@@ -1,85 +1,75 @@
-"""Memory presets: named sets of loop settings, as data, and the switches they are made of.
+"""The benchmark's presets: TTOLoop's memory presets as a user runs them, and the first release as reference.
 
-A switch is a setting that changes the loop's memory or cost. Some exist in the code today, some are
-planned (issue 9). A preset may name planned switches; the benchmark then runs it with the switches that
-exist, reports which ones it could not apply (`pending`), and marks the preset incomplete. Nothing is
-emulated: when a planned switch lands, give it an `apply` entry in `loop_settings` below and every
-preset that names it is measured with it.
+The node's presets are read from `tto_engine.presets.PRESETS` (the one table; a preset added there is
+benchmarked without a change here). Each runs the node's loop path, where some savings are always on:
+LoRA layers in the model's dtype with fp32 masters, gradients only through the graded frames of the
+TAEHV, the decoder recomputed in its backward pass, one packed teacher pass over the shared video prefix,
+teacher checkpointing when it pays. The
+benchmark adds what a preset assumes of the rest of the workflow: the Wan weights' dtype as UNETLoader
+loads them (`24gb` is meant for fp8_e4m3fn weights, as TTOLoop's `memory` tooltip says).
+
+`first_release` is the loop before any of those savings, reached through the engine's own options: fp32
+LoRA layers (`LoRAAdapter(compute_dtype=float32)`), every frame decoded with gradients (the decoder
+without its graded-frames path) and held through the teacher's passes (`recompute_decoder=False`), each
+query asked alone (`VLMTeacher.score(packed=False)`), no reasoner checkpointing. Its teacher is
+checkpointed, as the first release's shipped workflow set it. One difference remains: the first release
+shared one vision-tower pass between the queries; asked alone, each query runs its own.
+
+Every preset is counted at each teacher pixel budget in `TEACHER_BUDGETS`: the checkpoint's own (24
+frames stay 480x832) and smaller ones, since the loop's default budget is still to be chosen.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import os
+import sys
+from dataclasses import dataclass
 
-from .loop_harness import LoopSettings
-from .real_models import TeacherSettings
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
 
-QWEN_VIDEO_DEFAULT_PIXELS = 768 * 32 * 32  # the Qwen-VL video processor's class default (786,432 px per clip)
+from tto_engine.presets import PRESETS as NODE_PRESETS  # noqa: E402  (plain data: no torch, no host)
+
+from .loop_harness import LoopSettings  # noqa: E402
+from .real_models import TeacherSettings  # noqa: E402
+
+FIRST_RELEASE = "first_release"
+WEIGHTS_FOR_PRESET = {"24gb": "fp8_e4m3fn"}  # UNETLoader weight_dtype a node preset is meant for (else bf16)
+# Teacher pixel budgets per graded clip (24 frames of 480x832 here). 0: the checkpoint's own (25,165,824 px for
+# Qwen3-VL-4B: the frames stay 480x832, 4,680 video tokens); 6 Mi px: 384x672, 3,024 tokens; the Qwen-VL video
+# processor's class default, 768*32*32 px: 128x224, 336 tokens.
+TEACHER_BUDGETS = (0, 6 * 1024 * 1024, 768 * 32 * 32)
 
 
 @dataclass(frozen=True)
-class Preset:
+class BenchPreset:
+    memory: str | None        # TTOLoop's `memory` input (a key of tto_engine.presets.PRESETS); None: first release
+    weight_dtype: str         # UNETLoader weight_dtype
+    teacher_pixels: int       # VLMTeacherLoader max_video_pixels (0: the checkpoint's own)
     description: str
-    weight_dtype: str = "bf16"              # Wan weights as UNETLoader loads them: bf16 or fp8_e4m3fn
-    wan_checkpointing: bool = False         # recompute each Wan block in the backward
-    lora_compute_dtype: str = "fp32"        # dtype the LoRA layers compute in (fp32 keeps fp32 input copies)
-    decode_graded_only: bool = False        # decode with gradients only the K frames the teacher grades
-    teacher_checkpointing: bool = True      # recompute each teacher layer in the backward
-    teacher_pixels: int = 0                 # teacher pixel budget per clip (0: the checkpoint's own)
-    teacher_prefix_sharing: bool = False    # encode system + video once; only the question suffixes per query
 
-    def settings(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k != "description"}
+    def settings(self) -> LoopSettings:
+        return LoopSettings(memory=self.memory, weight_dtype=self.weight_dtype,
+                            teacher=TeacherSettings(pixels=self.teacher_pixels))
+
+    def as_dict(self) -> dict:
+        return {"memory": self.memory or "(first release loop)", "weight_dtype": self.weight_dtype,
+                "teacher_pixels": self.teacher_pixels or "checkpoint's own"}
 
 
-# Today's code, switch by switch: where the switch lives, or None while it is only planned.
-SWITCHES = {
-    "weight_dtype": "host: UNETLoader weight_dtype (fp8_e4m3fn runs as bf16 through ComfyUI's manual cast)",
-    "wan_checkpointing": None,
-    "lora_compute_dtype": "engine only: LoRAAdapter(dtype=...) sets the LoRA weights' dtype, so the master "
-                          "weights and AdamW state follow it; the node has no input for it",
-    "decode_graded_only": None,
-    "teacher_checkpointing": "node: VLMTeacherLoader gradient_checkpointing",
-    "teacher_pixels": "node: VLMTeacherLoader max_video_pixels",
-    "teacher_prefix_sharing": None,
-}
-
-_BASE = Preset("")
+def row_name(preset: str, pixels: int) -> str:
+    return preset if not pixels else f"{preset}@{pixels}px"
 
 
-def pending(preset: Preset) -> list[str]:
-    """The planned switches this preset sets away from today's behaviour."""
-    return [f.name for f in fields(Preset) if f.name != "description" and SWITCHES.get(f.name) is None
-            and getattr(preset, f.name) != getattr(_BASE, f.name)]
+def _presets() -> dict[str, BenchPreset]:
+    bases = {FIRST_RELEASE: (None, "bf16", "The first release's loop: fp32 LoRA, TAEHV decoding all 89 frames with "
+                                           "gradients, each query asked alone, no reasoner checkpointing.")}
+    for name, preset in NODE_PRESETS.items():
+        weights = WEIGHTS_FOR_PRESET.get(name, "bf16")
+        bases[name] = (name, weights, f"TTOLoop memory={name} ({preset.description}), {weights} Wan weights.")
+    return {row_name(name, pixels): BenchPreset(memory, weights, pixels, description)
+            for pixels in TEACHER_BUDGETS for name, (memory, weights, description) in bases.items()}
 
 
-def loop_settings(preset: Preset) -> LoopSettings:
-    """The preset in terms of today's code (pending switches are left out; see `pending`)."""
-    return LoopSettings(weight_dtype=preset.weight_dtype, lora_dtype=preset.lora_compute_dtype,
-                        teacher=TeacherSettings(checkpointing=preset.teacher_checkpointing,
-                                                pixels=preset.teacher_pixels))
-
-
-PRESETS = {
-    "default": Preset("What a user gets today: the shipped Wan 2.2 workflow (bf16 weights, fp32 LoRA, TAEHV "
-                      "decoding all frames, teacher checkpointing on, the checkpoint's pixel budget)."),
-    "loader_defaults": Preset("As default, with VLMTeacherLoader's own default: teacher checkpointing off.",
-                              teacher_checkpointing=False),
-    "fp8_weights": Preset("As default, with Wan weights loaded as fp8_e4m3fn.", weight_dtype="fp8_e4m3fn"),
-    "lora_bf16": Preset("As default, with the LoRA in bf16.", lora_compute_dtype="bf16"),
-    "teacher_786k": Preset("As default, with the teacher's pixel budget at the Qwen video processor's class "
-                           "default (786,432 px per clip).", teacher_pixels=QWEN_VIDEO_DEFAULT_PIXELS),
-    "wan_checkpointing": Preset("As default, with per-block checkpointing of the Wan blocks.",
-                                wan_checkpointing=True),
-    "decode_graded_only": Preset("As default, decoding with gradients only the graded frames.",
-                                 decode_graded_only=True),
-    "teacher_prefix_sharing": Preset("As default, with the prompt prefix encoded once for all queries.",
-                                     teacher_prefix_sharing=True),
-    "80gb": Preset("The planned fast default for 80 GB cards: every activation saving, bf16 weights.",
-                   wan_checkpointing=True, lora_compute_dtype="bf16", decode_graded_only=True,
-                   teacher_pixels=QWEN_VIDEO_DEFAULT_PIXELS, teacher_prefix_sharing=True),
-    "24gb": Preset("The planned 24 GB mode: fp8 Wan weights as ComfyUI loads them, checkpointing everywhere.",
-                   weight_dtype="fp8_e4m3fn", wan_checkpointing=True, lora_compute_dtype="bf16",
-                   decode_graded_only=True, teacher_pixels=QWEN_VIDEO_DEFAULT_PIXELS,
-                   teacher_prefix_sharing=True),
-}
+PRESETS = _presets()

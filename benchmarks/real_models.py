@@ -6,7 +6,8 @@
   layer by layer, ComfyUI's manual cast), `get_model`, `load_model_weights` and a `ModelPatcher`.
 - Loop decoder: a 48-channel TAEHV through `comfy.sd.VAE` (what VAELoader does with taew2_2).
 - Teacher: transformers' Qwen3-VL from a config folder, wrapped in the pack's `VLMTeacher` exactly as
-  `VLMTeacher.from_pretrained` wraps a loaded checkpoint (the weights are random: none can be had here).
+  `VLMTeacher.from_pretrained` wraps a loaded checkpoint (the weights are random: none can be had here), on
+  the offload device with its ModelPatcher, as VLMTeacherLoader leaves it (`nodes.teacher_memory.manage`).
 
 A `World` says where tensors live: "fake" (shapes without data, on CPU), "cpu" or "cuda" (real, random).
 """
@@ -96,7 +97,8 @@ def import_host(world: World):
         package = importlib.util.module_from_spec(spec)
         sys.modules[PACK] = package
         spec.loader.exec_module(package)
-    for sub in ("nodes.comfy_reasoner", "tto_engine", "tto_engine.tiny"):
+    for sub in ("nodes.comfy_reasoner", "nodes.loop_decoders", "nodes.teacher_memory", "tto_engine",
+                "tto_engine.presets", "tto_models.tokenizer", "tto_models.vae", "tto_models.wan"):
         importlib.import_module(f"{PACK}.{sub}")
     return sys.modules[PACK]
 
@@ -123,7 +125,7 @@ def build_wan(pack, world: World, dims: dict, weight_dtype: str, compute_dtype: 
 
     weights, compute = dtype_of(weight_dtype), dtype_of(compute_dtype)
     generator = world.generator(seed)
-    shapes = pack.tto_engine.tiny.comfy_wan_shapes(dim=dims["dim"], layers=dims["layers"], ffn_dim=dims["ffn_dim"])
+    shapes = pack.tto_models.wan.comfy_wan_shapes(dim=dims["dim"], layers=dims["layers"], ffn_dim=dims["ffn_dim"])
     with world.building():
         sd = {}
         for name, shape in shapes:
@@ -156,7 +158,7 @@ def build_taehv(pack, world: World, dtype: str = "bf16", seed: int = 0):
     generator = world.generator(seed)
     with world.building():
         sd = {}
-        for name, shape in pack.tto_engine.tiny.taehv_shapes():
+        for name, shape in pack.tto_models.vae.taehv_shapes():
             fan_in = math.prod(shape[1:]) if len(shape) > 1 else 1
             sd[name] = world.weight(shape, torch.float16, 0.0 if len(shape) == 1 else 1 / math.sqrt(fan_in),
                                     generator)
@@ -170,7 +172,7 @@ def build_taehv(pack, world: World, dtype: str = "bf16", seed: int = 0):
 
 @dataclass(frozen=True)
 class TeacherSettings:
-    checkpointing: bool = True   # VLMTeacherLoader's gradient_checkpointing (the shipped workflow sets it)
+    checkpointing: bool = True   # VLMTeacherLoader's gradient_checkpointing (on by default)
     pixels: int = 0              # VLMTeacherLoader's max_video_pixels (0: the checkpoint's own)
     dtype: str = "bf16"
 
@@ -195,17 +197,23 @@ def qwen3_vl_config(folder: Path = QWEN3_VL_4B, tokenizer=None, text: dict | Non
 def build_teacher(pack, world: World, settings: TeacherSettings, config_folder: Path = QWEN3_VL_4B,
                   overrides: dict | None = None, seed: int = 0):
     """The pack's VLMTeacher around a random Qwen3-VL built from `config_folder`'s config, with
-    `overrides` ({"text": {...}, "vision": {...}}) applied (smaller models for tests)."""
+    `overrides` ({"text": {...}, "vision": {...}}) applied (smaller models for tests). Like VLMTeacherLoader
+    leaves it: on the offload device with its ModelPatcher; the loop loads it (`load_teacher`)."""
+    import comfy.model_management
     from transformers import Qwen3VLForConditionalGeneration
 
-    tokenizer = pack.tto_engine.tiny.build_tiny_tokenizer()
+    tokenizer = pack.tto_models.tokenizer.build_tiny_tokenizer()
     config = qwen3_vl_config(Path(config_folder), tokenizer, **dict(overrides or {}))
     torch.manual_seed(seed)
+    # Random weights are drawn on the GPU when there is one (4 B numbers are slow on a CPU), then offloaded.
     device = torch.device("cuda") if world.kind == "cuda" else contextlib.nullcontext()
     with world.building(), device:
         model = Qwen3VLForConditionalGeneration._from_config(config, dtype=dtype_of(settings.dtype)).eval()
         if settings.checkpointing:  # as VLMTeacher.from_pretrained(gradient_checkpointing=True) does
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            model.train()
+    model.to(comfy.model_management.text_encoder_offload_device())
     spec = pack.tto_engine.teacher.VisionSpec.from_folder(Path(config_folder), "qwen3_vl")
-    return pack.tto_engine.VLMTeacher(model, tokenizer, spec, settings.pixels or None)
+    teacher = pack.tto_engine.VLMTeacher(model, tokenizer, spec, settings.pixels or None,
+                                         checkpointing=settings.checkpointing)
+    pack.nodes.teacher_memory.manage(teacher)
+    return teacher

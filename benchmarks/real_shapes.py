@@ -1,6 +1,6 @@
 """The test-time loop at the paper's real shapes: memory and FLOPs per memory preset, on CPU.
 
-    python benchmarks/real_shapes.py --json OUT [--presets default,24gb]     # counts, fake tensors, CPU
+    python benchmarks/real_shapes.py --json OUT [--presets first_release,default,24gb]  # counts, CPU
     python benchmarks/real_shapes.py --device cuda --json OUT                # measured on a CUDA GPU
 
 Run with the environment's python and the ComfyUI host named by $TTO_COMFYUI
@@ -16,7 +16,9 @@ AdamW step, measured after a warm-up iteration) and one plain 4-step sample run 
 tensor storages alive (activations saved for the backward included) and FLOPs with FlopCounterMode's
 formulas: counts, not measurements. --device cuda: random weights at the same shapes on the GPU; peak
 from torch.cuda.max_memory_allocated, seconds per iteration and per sample (warm).
-Each distinct setting runs in a fresh subprocess; presets whose applicable settings coincide share a run.
+The presets are TTOLoop's memory presets (tto_engine.presets) plus the first release's loop, each at the
+teacher's own pixel budget and at a smaller one (benchmarks/memory_presets.py). Each runs in a fresh
+subprocess.
 """
 
 from __future__ import annotations
@@ -35,7 +37,12 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from benchmarks.loop_harness import Scale  # noqa: E402
-from benchmarks.memory_presets import PRESETS, SWITCHES, loop_settings, pending  # noqa: E402
+from benchmarks.memory_presets import PRESETS  # noqa: E402
+
+# Issue 9's targets at the real shapes: peak GiB, and iteration FLOPs over a plain 4-step sample's.
+TARGETS = {"default": {"peak_gib": 60.0, "iteration_over_sample": 1.0},
+           "24gb": {"peak_gib": 22.0, "iteration_over_sample": 1.3}}
+PAPER_ITERATIONS = 16  # the paper's mean iterations per sample: its 69 s per sample covers these and the final run
 
 
 def _child(preset_name: str, device: str) -> None:
@@ -45,7 +52,7 @@ def _child(preset_name: str, device: str) -> None:
     import torch
 
     try:
-        result = measure(World(device), loop_settings(PRESETS[preset_name]))
+        result = measure(World(device), PRESETS[preset_name].settings())
     except torch.cuda.OutOfMemoryError:  # a measurement too: the preset does not fit this GPU
         total = torch.cuda.get_device_properties(0).total_memory
         result = {"device": device, "gpu": torch.cuda.get_device_name(), "out_of_memory": True,
@@ -65,37 +72,40 @@ def _run_one(preset_name: str, device: str, log) -> dict:
 
 
 def run(names: list[str], device: str, log=print) -> dict:
-    results, by_settings = {}, {}
+    results = {}
     for name in names:
         preset = PRESETS[name]
-        key = loop_settings(preset)
-        if key not in by_settings:
-            by_settings[key] = _run_one(name, device, log)
-        results[name] = {"description": preset.description, "settings": preset.settings(),
-                         "pending": pending(preset), "complete": not pending(preset), **by_settings[key]}
+        results[name] = {"description": preset.description, "settings": preset.as_dict(),
+                         **_run_one(name, device, log)}
+        target = TARGETS.get(preset.memory) if preset.memory else None
+        if target is not None and device == "fake":
+            results[name]["targets"] = {k: {"target": v, "met": results[name][k] <= v} for k, v in target.items()}
     return results
+
+
+def _teacher_frames(r: dict) -> str:
+    return f"{r['teacher_frame_size'][0]}x{r['teacher_frame_size'][1]}, {r['teacher_video_tokens']:,} tok"
 
 
 def table(presets: dict, device: str) -> str:
     if device == "cuda":
-        rows = ["| preset | complete | peak GiB (measured) | iteration s | 4-step sample s | iteration / sample |",
-                "|---|---|---|---|---|---|"]
+        rows = ["| preset | teacher frames | peak GiB (measured) | iteration s | 4-step sample s | iteration / sample "
+                "| 16 iterations + sample s |", "|---|---|---|---|---|---|---|"]
         for n, r in presets.items():
-            done = "yes" if r["complete"] else "no"
             if r.get("out_of_memory"):
-                rows.append(f"| {n} | {done} | out of memory (> {r['peak_gib']:.1f} of {r['gpu_total_gib']:.0f}) "
-                            f"| - | - | - |")
+                rows.append(f"| {n} | {_teacher_frames(r)} | out of memory (> {r['peak_gib']:.1f} of "
+                            f"{r['gpu_total_gib']:.0f}) | - | - | - | - |")
             else:
-                rows.append(f"| {n} | {done} | {r['peak_gib']:.1f} | {r['iteration_s']:.2f} | {r['sample_s']:.2f} | "
-                            f"{r['iteration_over_sample_s']:.2f} |")
+                rows.append(f"| {n} | {_teacher_frames(r)} | {r['peak_gib']:.1f} | {r['iteration_s']:.2f} | "
+                            f"{r['sample_s']:.2f} | {r['iteration_over_sample_s']:.2f} | "
+                            f"{PAPER_ITERATIONS * r['iteration_s'] + r['sample_s']:.1f} |")
         return "\n".join(rows)
-    rows = ["| preset | complete (pending switches) | peak GiB | weights GiB | iteration FLOP | 4-step sample FLOP "
-            "| iteration / sample | peak during |", "|---|---|---|---|---|---|---|---|"]
+    rows = ["| preset | Wan weights | teacher frames | peak GiB | weights GiB | iteration FLOP | 4-step sample FLOP "
+            "| iteration / sample | peak during |", "|---|---|---|---|---|---|---|---|---|"]
     for n, r in presets.items():
-        state = "yes" if r["complete"] else "no: " + ", ".join(r["pending"])
-        rows.append(f"| {n} | {state} | {r['peak_gib']:.1f} | {sum(r['weights_gib'].values()):.2f} | "
-                    f"{r['iteration_flops']:.3g} | {r['sample_flops']:.3g} | {r['iteration_over_sample']:.2f} | "
-                    f"{r['peak_phase']} |")
+        rows.append(f"| {n} | {r['settings']['weight_dtype']} | {_teacher_frames(r)} | {r['peak_gib']:.1f} | "
+                    f"{sum(r['weights_gib'].values()):.2f} | {r['iteration_flops']:.3g} | {r['sample_flops']:.3g} | "
+                    f"{r['iteration_over_sample']:.2f} | {r['peak_phase']} |")
     return "\n".join(rows)
 
 
@@ -143,10 +153,11 @@ def main():
         kind = ("counts on fake tensors (CPU), not GPU measurements" if args.device == "fake"
                 else "measured on a CUDA GPU with random weights")
         with open(args.json, "w") as f:
-            json.dump({"command": "python benchmarks/real_shapes.py " + " ".join(sys.argv[1:]), "kind": kind,
+            command = ["python", "benchmarks/real_shapes.py", "--device", args.device, "--presets", ",".join(names),
+                       "--json", "OUT"]
+            json.dump({"command": " ".join(command), "kind": kind,
                        "environment": _environment(), "scale": _scale(),
-                       "switches": {k: v or "pending (not in the code yet)" for k, v in SWITCHES.items()},
-                       "presets": presets}, f, indent=2)
+                       "targets": TARGETS, "presets": presets}, f, indent=2)
 
 
 if __name__ == "__main__":

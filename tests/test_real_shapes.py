@@ -1,15 +1,20 @@
 """The real-shape benchmark's accounting, checked where it can be measured: tiny models on CPU.
 
 The benchmark counts memory and FLOPs on fake tensors at sizes no CPU could run. Here the same harness
-(the node's loop code path on tiny models) runs on real tensors under the CPU allocator's profiler:
+(the node's loop code path on tiny models) runs on real tensors under the CPU allocator's profiler, with
+the `24gb` preset (reasoner blocks recomputed in the backward) and the teacher recomputing its layers too
+(its size threshold lowered to zero, since tiny activations never reach it):
 - the counted peak, and its rise during the measured iteration, match what the allocator saw;
 - the fake-tensor run counts exactly what the real run counts;
-- the FLOPs of a plain 4-step sample equal an analytic count of the Wan forward, and FlopCounterMode's.
+- the FLOPs of a plain 4-step sample equal an analytic count of the Wan forward, and FlopCounterMode's;
+- each preset reaches the switches it names: fake runs of `default` and `first_release` differ from
+  `24gb` where, and only where, their settings differ.
 
 The runs happen in one fresh process: ComfyUI fixes its attention implementation when it is first
 imported, and the benchmark needs SDPA (what it uses on CUDA cards), whatever other tests imported.
 """
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -24,7 +29,8 @@ if str(REPO) not in sys.path:
 
 from benchmarks.accounting import GIB  # noqa: E402
 from benchmarks.loop_harness import LoopSettings, Scale  # noqa: E402
-from benchmarks.memory_presets import PRESETS, SWITCHES, loop_settings, pending  # noqa: E402
+from benchmarks.memory_presets import FIRST_RELEASE, PRESETS, TEACHER_BUDGETS, row_name  # noqa: E402
+from tto_engine.presets import PRESETS as NODE_PRESETS  # noqa: E402
 from benchmarks.real_models import TeacherSettings  # noqa: E402
 
 WAN = dict(dim=128, ffn_dim=256, layers=2)
@@ -37,7 +43,7 @@ TINY = Scale(frames=5, height=32, width=32, k=4, queries=2, context_tokens=16, w
                  "vision": dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, out_hidden_size=128,
                                 deepstack_visual_indexes=[0])})
 # fp32 everywhere: CPU kernels for it are fast, and nothing here depends on the dtype.
-FP32 = LoopSettings(weight_dtype="fp32", compute_dtype="fp32", decoder_dtype="fp32",
+FP32 = LoopSettings(memory="24gb", weight_dtype="fp32", compute_dtype="fp32", decoder_dtype="fp32",
                     teacher=TeacherSettings(checkpointing=True, dtype="fp32"))
 
 
@@ -68,12 +74,15 @@ def _run_all() -> dict:
     from benchmarks.real_models import World, build_wan, import_host
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
+    pack = import_host(World("fake"))
+    pack.tto_engine.teacher.CHECKPOINT_ABOVE_BYTES = 0  # tiny activations: recompute them anyway
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
         real = measure(World("cpu"), FP32, TINY)
     out = {"real": real, "allocator": _allocator_window(prof), "fake": measure(World("fake"), FP32, TINY)}
+    for name, memory in (("default", "default"), ("first_release", None)):
+        out[f"fake {name}"] = measure(World("fake"), dataclasses.replace(FP32, memory=memory), TINY)
 
     world = World("fake")
-    pack = import_host(world)
     world.ledger = ledger = Ledger(flop_registry=flop_formulas())
     cond = torch.randn(1, TINY.context_tokens, 4096)
     mask = torch.ones(1, 1, *TINY.latent_shape[2:])
@@ -108,7 +117,7 @@ def test_counted_peak_matches_the_allocator(runs):
     assert counted_peak == pytest.approx(alloc_peak, rel=0.02)
     # ... and what the iteration added on top of what was live when it started.
     assert counted_peak - counted_start == pytest.approx(alloc_peak - alloc_start, rel=0.05)
-    assert result["breakdown_gib"]["reasoner/saved"] > 0 and result["breakdown_gib"]["decoder/saved"] > 0
+    assert result["breakdown_gib"]["reasoner/saved"] > 0
 
 
 def test_fake_tensors_count_what_real_tensors_count(runs):
@@ -119,6 +128,8 @@ def test_fake_tensors_count_what_real_tensors_count(runs):
     assert fake["peak_gib"] == pytest.approx(real["peak_gib"], abs=kib)
     assert fake["start_gib"] == pytest.approx(real["start_gib"], abs=kib)
     assert fake["breakdown_gib"] == pytest.approx(real["breakdown_gib"], abs=kib)
+    assert fake["peak_by_phase_gib"] == pytest.approx(real["peak_by_phase_gib"], abs=kib)
+    assert fake["most_saved_gib"] == pytest.approx(real["most_saved_gib"], abs=kib)
 
 
 def _wan_forward_flops(scale: Scale) -> int:
@@ -142,15 +153,33 @@ def test_sample_flops_match_the_analytic_count_and_flop_counter_mode(runs):
     assert runs["flop_counter_sample"] == runs["ledger_sample"] == expected
 
 
-def test_presets_leave_out_only_the_switches_the_code_lacks():
-    assert {"default", "24gb"} <= set(PRESETS)
-    planned = {name for name, where in SWITCHES.items() if where is None}
+def test_presets_change_only_what_they_name(runs):
+    runs = {"24gb": runs["fake"], "default": runs["fake default"], "first_release": runs["fake first_release"]}
+    saved = {name: r["most_saved_gib"] for name, r in runs.items()}
+    flops = {name: r["iteration_flops_by_role"] for name, r in runs.items()}
+    # 24gb recomputes the reasoner: it keeps less for the backward and spends more FLOPs on it, nothing else.
+    assert saved["24gb"]["reasoner"] < saved["default"]["reasoner"]
+    assert flops["24gb"]["reasoner"] > flops["default"]["reasoner"]
+    assert {k: v for k, v in flops["24gb"].items() if k != "reasoner"} == \
+        {k: v for k, v in flops["default"].items() if k != "reasoner"}
+    # The first release keeps the decoder's activations (every frame's) and asks each query alone.
+    assert saved["first_release"]["decoder"] > saved["default"].get("decoder", 0.0)
+    assert flops["first_release"]["teacher"] > flops["default"]["teacher"]
+    assert flops["first_release"]["reasoner"] == flops["default"]["reasoner"]
+    # Recomputed in its own backward pass, the decoder's work stays the decoder's.
+    assert set(flops["default"]) == set(flops["first_release"]) == {"reasoner", "decoder", "teacher"}
+
+
+def test_the_preset_table_is_the_nodes():
+    assert set(PRESETS) == {row_name(name, pixels) for pixels in TEACHER_BUDGETS
+                            for name in (FIRST_RELEASE, *NODE_PRESETS)}
+    assert {"default", "24gb", "first_release"} <= set(PRESETS) and 0 in TEACHER_BUDGETS and len(TEACHER_BUDGETS) > 1
     for name, preset in PRESETS.items():
-        assert set(pending(preset)) <= planned, name
-    assert not pending(PRESETS["default"])
-    assert set(pending(PRESETS["24gb"])) == planned
-    applied = loop_settings(PRESETS["24gb"])
-    assert (applied.weight_dtype, applied.lora_dtype, applied.teacher.pixels) == ("fp8_e4m3fn", "bf16", 786432)
+        settings = preset.settings()
+        assert settings.memory is None or settings.memory in NODE_PRESETS, name
+    assert PRESETS["24gb"].settings().memory == "24gb" and PRESETS["24gb"].weight_dtype == "fp8_e4m3fn"
+    assert PRESETS["default"].settings().memory == "default" and PRESETS["default"].weight_dtype == "bf16"
+    assert PRESETS["first_release"].settings().memory is None
 
 
 if __name__ == "__main__":
