@@ -1,11 +1,13 @@
 """Memory savings that must not change results: block checkpointing, the decoder recomputed in its
 backward pass, and LoRA layers computing in the model's dtype with fp32 master weights."""
 
+import pytest
 import torch
 
 from tto_engine import (LinearRGBDecoder, LoRAAdapter, ModuleDecoder, Query, TTOConfig, decode_for_grading, draw_noise,
                         predict_clean_latent, run_tto)
 from tto_engine.diffusers_wan import DiffusersWanReasoner
+from tto_engine.memory import CheckpointedBlock, checkpointed_blocks
 from tto_models.wan import TINY_DIFFUSERS_TEXT_DIM, build_tiny_diffusers_wan
 
 QUERIES = [Query("Does the yellow ball reach the red square?", "goal"),
@@ -25,21 +27,39 @@ def decoder():
 def test_block_checkpointing_gives_the_same_gradients_and_restores_the_blocks(teacher):
     r = reasoner()
     blocks_before = list(r.blocks)
+    assert len(blocks_before) == 2  # so that half of them is one block
     noise = draw_noise((1, 48, 3, 4, 4), seed=0)
     results = {}
-    for checkpointing in (False, True):
+    for checkpointing in (False, 0.5, True):
         lora = LoRAAdapter.for_reasoner(r, rank=4, alpha=4.0)
         config = TTOConfig(max_iterations=4, learning_rate=2e-2, frames=8, loss_threshold=0.0,
                            checkpoint_reasoner=checkpointing)
         results[checkpointing] = run_tto(r, decoder(), teacher, QUERIES, lora, noise, torch.zeros_like(noise),
                                          config=config)
-    plain, checkpointed = results[False], results[True]
-    assert [h.loss for h in plain.history] == [h.loss for h in checkpointed.history] or all(
-        abs(a.loss - b.loss) < 1e-5 for a, b in zip(plain.history, checkpointed.history))
-    a, b = plain.lora.state_dict(), checkpointed.lora.state_dict()
-    assert all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-7) for k in a)
+    plain = results[False]
+    for checkpointed in (results[0.5], results[True]):
+        assert [h.loss for h in plain.history] == [h.loss for h in checkpointed.history] or all(
+            abs(a.loss - b.loss) < 1e-5 for a, b in zip(plain.history, checkpointed.history))
+        a, b = plain.lora.state_dict(), checkpointed.lora.state_dict()
+        assert all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-7) for k in a)
     assert any(float(a[k].abs().sum()) > 0 for k in a if k.endswith("lora_B"))  # the LoRA did move
     assert list(r.blocks) == blocks_before
+
+
+def test_a_share_of_the_blocks_is_checkpointed_spread_evenly():
+    blocks = torch.nn.ModuleList(torch.nn.Linear(2, 2) for _ in range(30))
+    with checkpointed_blocks(blocks, 1 / 3):
+        wrapped = [i for i, b in enumerate(blocks) if isinstance(b, CheckpointedBlock)]
+    assert wrapped == list(range(2, 30, 3))
+    assert not any(isinstance(b, CheckpointedBlock) for b in blocks)
+    for share, count in ((0, 0), (False, 0), (0.25, 7), (0.5, 15), (True, 30), (1.0, 30)):
+        with checkpointed_blocks(blocks, share):
+            assert sum(isinstance(b, CheckpointedBlock) for b in blocks) == count
+    with pytest.raises(ValueError, match="share"):
+        with checkpointed_blocks(blocks, 1.5):
+            pass
+    with pytest.raises(ValueError, match="checkpoint_reasoner"):
+        TTOConfig(checkpoint_reasoner=-0.1)
 
 
 class ConvDecoder(torch.nn.Module):

@@ -37,7 +37,8 @@ class TTOConfig:
     gradient_mode: GradientMode = "first"
     video_fps: float = 24.0             # frame rate of the decoded video (places the teacher's timestamps)
     weight_decay: float = 0.0
-    checkpoint_reasoner: bool = False   # recompute each reasoner block in the backward pass: far less memory
+    checkpoint_reasoner: float = 0.0    # share of reasoner blocks recomputed in the backward pass (False/0: none,
+                                        # True/1: all): less memory for about that share of one more forward
     recompute_decoder: bool = True      # decode again in the decoder's backward pass instead of holding its
                                         # activations through the teacher's passes (one more decode, small)
 
@@ -50,6 +51,8 @@ class TTOConfig:
             raise ValueError("goal_weight (lambda) must lie in [0, 1].")
         if self.frames < 1:
             raise ValueError("frames (K) must be at least 1.")
+        if not 0.0 <= self.checkpoint_reasoner <= 1.0:
+            raise ValueError("checkpoint_reasoner (the share of blocks to recompute) must lie in [0, 1].")
         if self.gradient_mode not in GRADIENT_MODES:
             raise ValueError(f"gradient_mode must be one of {GRADIENT_MODES}.")
 
