@@ -272,7 +272,7 @@ class FrontendSession:
             "link_count": info["linkCount"],
             "nodes": info["nodes"],
             "error_nodes": [n for n in info["nodes"] if n["has_errors"]],
-            "widget_mismatches": _widget_mismatches(wf, info["serialized"], missing),
+            "widget_mismatches": widget_mismatches(wf, info["serialized"], missing),
             "dialogs": [d["key"] for d in info["dialogs"] or []],
             "dialog_text": info["dialogText"],
             "toasts": info["toasts"],
@@ -282,20 +282,23 @@ class FrontendSession:
         }
 
 
-def _widget_mismatches(given: dict, serialized: dict, missing: list[str]) -> list[dict]:
-    """Nodes whose widgets_values changed on load (too few/many values, or a value the widget refused)."""
+def widget_mismatches(given: dict, serialized: dict, missing: list[str]) -> list[dict]:
+    """Nodes whose widget values changed on load: too few or too many values, or a value the widget refused.
+
+    Compared by meaning: a node without widgets may be saved with `widgets_values: []` or without the key
+    (newer frontends, 1.58 among them, leave it out), and both mean the same. A node saved without the key
+    states nothing, so it is not compared. `missing` node types are left out: they have no widgets to load.
+    """
     after = {n.get("id"): n for n in serialized.get("nodes") or []}
     out = []
     for node in given.get("nodes") or []:
         if node.get("type") in missing or "widgets_values" not in node:
             continue
         loaded = after.get(node.get("id"))
-        if loaded is None:
+        loaded_values = None if loaded is None else loaded.get("widgets_values")
+        if loaded is None or (node["widgets_values"] or []) != (loaded_values or []):
             out.append({"id": node.get("id"), "type": node.get("type"), "given": node["widgets_values"],
-                        "after_load": None})
-        elif loaded.get("widgets_values") != node["widgets_values"]:
-            out.append({"id": node.get("id"), "type": node.get("type"), "given": node["widgets_values"],
-                        "after_load": loaded.get("widgets_values")})
+                        "after_load": loaded_values})
     return out
 
 
