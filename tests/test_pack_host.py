@@ -20,7 +20,7 @@ from tto_runner.example_workflows import (TEMPLATE_DIR, TEMPLATE_TITLES, THUMBNA
                                           ui_path, untitled_api_files)
 from tto_runner.frontend import CHROMIUM, FrontendSession
 from tto_runner.tools import NEWEST_FRONTEND, frontend_root
-from tto_runner.workflow_format import ui_to_api
+from tto_runner.workflow_format import overlapping_nodes, ui_to_api
 
 PACK_NODES = ["VLMTeacherLoader", "TeacherAnalyze", "RewardQuery", "VLMScore", "LoRAAttach", "TTOLoop",
               "LoadConditioningFile", "BestOfNSample", "TeacherRewritePrompt"]
@@ -259,6 +259,7 @@ def test_three_paradigms_side_by_side_with_their_cost(client):
 def test_ui_and_api_workflows_agree(client, stem):
     ui = json.loads(ui_path(stem).read_text())
     assert ui_to_api(ui, client.object_info()) == json.loads(api_path(stem).read_text())
+    assert overlapping_nodes(ui) == []
 
 
 def test_templates_have_thumbnails_and_are_listed_and_served(client, server):
@@ -325,6 +326,7 @@ def test_ui_workflows_load_in_the_real_frontends(frontend, client, stem):
     assert result["missing_node_types"] == []
     assert result["page_errors"] == []
     assert result["widget_mismatches"] == []
+    assert result["cut_off_nodes"] == []  # every node has room for all its sockets and widgets
     assert result["node_count"] == len(json.loads(ui_path(stem).read_text())["nodes"])
     # what the frontend itself would queue for this UI file is the shipped API file
     assert declared_inputs(result["api_prompt"], client.object_info()) == json.loads(api_path(stem).read_text())

@@ -100,7 +100,7 @@ _COLLECT_JS = """async (types) => {
     const dialogText = Array.from(document.querySelectorAll(".p-dialog")).map(d => d.innerText);
     const toasts = Array.from(document.querySelectorAll(".p-toast-message")).map(d => d.innerText);
     const nodes = app.graph.nodes.map(n => ({id: n.id, type: n.type, has_errors: !!n.has_errors,
-                                              title: n.title}));
+                                              title: n.title, needs: Array.from(n.computeSize())}));
     const serialized = app.graph.serialize();
     let apiPrompt = null, promptError = null;
     try { apiPrompt = (await app.graphToPrompt()).output; } catch (e) { promptError = String(e); }
@@ -333,6 +333,7 @@ class FrontendSession:
             "link_count": info["linkCount"],
             "nodes": info["nodes"],
             "error_nodes": [n for n in info["nodes"] if n["has_errors"]],
+            "cut_off_nodes": cut_off_nodes(wf, info["nodes"]),
             "widget_mismatches": widget_mismatches(wf, info["serialized"], missing),
             "dialogs": [d["key"] for d in info["dialogs"] or []],
             "dialog_text": info["dialogText"],
@@ -364,6 +365,18 @@ def widget_mismatches(given: dict, serialized: dict, missing: list[str]) -> list
     return out
 
 
+def cut_off_nodes(given: dict, loaded_nodes: list[dict]) -> list[dict]:
+    """Nodes saved smaller than the frontend needs to draw all their sockets and widgets (`needs`, from
+    the node's computeSize()): the frontend keeps the saved size, so the rest is cut off or overlaps."""
+    needs = {str(n["id"]): n["needs"] for n in loaded_nodes}
+    out = []
+    for node in given.get("nodes") or []:
+        need, size = needs.get(str(node.get("id"))), node.get("size")
+        if need and isinstance(size, list) and (size[0] < need[0] or size[1] < need[1]):
+            out.append({"id": node.get("id"), "type": node.get("type"), "size": size, "needs": need})
+    return out
+
+
 def _error_text(error) -> str:
     stack = getattr(error, "stack", None)
     return stack or str(error)
@@ -381,8 +394,9 @@ def check_workflow_in_browser(server_url: str, workflow_path: str | Path | dict,
     console_errors       console.error messages (resource-load failures go to failed_requests instead)
     registered           {node type: registered in LiteGraph} for the workflow's types and `node_types`
     node_count           nodes in the loaded graph
-    plus link_count, nodes, error_nodes, widget_mismatches, dialogs, dialog_text, toasts, api_prompt
-    (what the Queue button would send), failed_requests, blocked_requests, load_seconds.
+    plus link_count, nodes, error_nodes, cut_off_nodes, widget_mismatches, dialogs, dialog_text, toasts,
+    api_prompt (what the Queue button would send), frontend_version, failed_requests, blocked_requests,
+    load_seconds.
     """
     with FrontendSession(server_url, chromium=chromium, timeout=timeout) as session:
         report = session.check(workflow_path, screenshot_path, node_types=node_types)

@@ -14,7 +14,7 @@ WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 _UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload")
 
 # Layout of written UI files, in canvas pixels. Rows follow LiteGraph's: 20 px per socket row, 24 per widget.
-_NODE_WIDTH, _COLUMN_GAP, _ROW_GAP, _TITLE_HEIGHT = 320, 60, 50, 30
+_NODE_WIDTH, _COLUMN_GAP, _ROW_GAP, _TITLE_HEIGHT = 340, 60, 50, 30
 _SOCKET_ROW, _WIDGET_ROW, _TEXT_BOX, _UPLOAD_PREVIEW = 20, 24, 100, 220
 
 
@@ -110,6 +110,14 @@ def api_to_ui(api: dict, object_info: dict, titles: dict | None = None) -> dict:
         link[4] = next(i for i, inp in enumerate(target["inputs"]) if inp["name"] == link[4])
     return {"last_node_id": max(ids.values()), "last_link_id": len(links), "nodes": nodes, "links": links,
             "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}}, "version": 0.4}
+
+
+def overlapping_nodes(ui: dict) -> list[tuple[int, int]]:
+    """Pairs of node ids whose boxes, title bar included, overlap on the canvas."""
+    boxes = [(n["id"], n["pos"][0], n["pos"][1] - _TITLE_HEIGHT, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
+             for n in ui.get("nodes") or []]
+    return [(a[0], b[0]) for i, a in enumerate(boxes) for b in boxes[i + 1:]
+            if a[1] < b[3] and b[1] < a[3] and a[2] < b[4] and b[2] < a[4]]
 
 
 def _node_height(info: dict) -> int:
