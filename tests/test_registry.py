@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
-import tomllib
 
+import pytest
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from tto_runner import REPO_ROOT, default_host_dir
 from tto_runner.tools import COMFY_CLI, comfy_cli
 
+tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11 or later")
 PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 
 
