@@ -15,7 +15,7 @@ _UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload")
 
 # Layout of written UI files, in canvas pixels. Rows follow LiteGraph's: 20 px per socket row, 24 per widget.
 _NODE_WIDTH, _COLUMN_GAP, _ROW_GAP, _TITLE_HEIGHT = 340, 60, 50, 30
-_SOCKET_ROW, _WIDGET_ROW, _TEXT_BOX, _UPLOAD_PREVIEW = 20, 24, 100, 220
+_SOCKET_ROW, _WIDGET_ROW, _TEXT_BOX, _UPLOAD_PREVIEW = 20, 24, 100, 260  # preview: room for a square image
 
 
 def _inputs(info: dict) -> list[tuple[str, str, dict, bool]]:
