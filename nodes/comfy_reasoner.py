@@ -7,6 +7,7 @@ the image-to-video noise mask and noise scaling are prepared exactly as for a st
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 
@@ -102,23 +103,27 @@ class ComfyWanReasoner:
 
 
 class _LoopSampler(comfy.samplers.Sampler):
-    """Hands the prepared model, noise and latent to `run(reasoner, noise, latent_image, denoise_mask)`."""
+    """Hands the prepared model, noise and latent to `run(reasoner, noise, latent_image, denoise_mask)`, once
+    `load` has put every model the loop needs on the compute device."""
 
-    def __init__(self, run, module):
-        self.run, self.module, self.result = run, module, None
+    def __init__(self, run, module, load):
+        self.run, self.module, self.load, self.result = run, module, load, None
 
     def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
                disable_pbar=False):
+        self.load()
         reasoner = ComfyWanReasoner(model_wrap, self.module, sigmas, noise, latent_image, extra_args)
         self.result = self.run(reasoner, noise, latent_image, denoise_mask)
         return latent_image
 
 
 def run_with_comfy_model(model, positive, negative, latent: dict, seed: int, steps: int, cfg: float,
-                         sampler_name: str, scheduler: str, run):
+                         sampler_name: str, scheduler: str, run, companions=()):
     """Prepare everything as `common_ksampler` would (same noise, conds, mask, sigmas) and call `run`.
 
-    Must be called with autograd usable (outside inference mode). Returns what `run` returned.
+    `companions` are the other models the loop uses (ModelPatchers: the teacher, the loop decoder). They are
+    loaded fully together with the reasoner once sampling has loaded it, so none of them is moved away while
+    the loop runs. Must be called with autograd usable (outside inference mode). Returns what `run` returned.
     """
     require_static_weights(model)
     loop_model = model.clone()  # the differentiable attention stays on this clone, the caller's MODEL is untouched
@@ -127,7 +132,9 @@ def run_with_comfy_model(model, positive, negative, latent: dict, seed: int, ste
     latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
     noise = comfy.sample.prepare_noise(latent_image, seed, latent.get("batch_index"))
     noise_mask = latent.get("noise_mask")
-    sampler = _LoopSampler(run, wan_diffusion_model(model))
+    load = functools.partial(comfy.model_management.load_models_gpu, [loop_model, *companions],
+                             force_full_load=True)
+    sampler = _LoopSampler(run, wan_diffusion_model(model), load)
     guider = comfy.samplers.CFGGuider(loop_model)
     guider.set_conds(positive, negative)
     guider.set_cfg(cfg)

@@ -40,7 +40,6 @@ from .model_folders import (
     resolve,
 )
 from .report import render_reward_curve, tto_report
-from .teacher_memory import load_teacher
 from .types import LORA_ATTACHMENT, QUERIES, TEACHER
 from .validation import check_widgets, verdict
 
@@ -181,7 +180,6 @@ class TTOLoop(io.ComfyNode):
             _progress_text(message, node_id)
 
         def loop(reasoner, noise, latent_image, denoise_mask):
-            load_teacher(teacher, model, *([loop_decoder.patcher] if loop_decoder is not None else []))
             with autograd_usable(*frozen):
                 lora = LoRAAdapter(module, spec, compute_dtype(model))  # built once the model sits on its device
                 return run_tto(reasoner, decoder, teacher, queries, lora, noise, latent_image, denoise_mask,
@@ -189,8 +187,10 @@ class TTOLoop(io.ComfyNode):
 
         with torch.inference_mode(False), torch.enable_grad():  # tensors made here can be saved for backward
             decoder = surrogate_decoder(loop_decoder, model)
+            companions = [teacher.patcher] + ([loop_decoder.patcher] if loop_decoder is not None else [])
             result = run_with_comfy_model(model, clone_tensors(positive), clone_tensors(negative),
-                                          clone_tensors(latent), seed, steps, cfg, sampler_name, scheduler, loop)
+                                          clone_tensors(latent), seed, steps, cfg, sampler_name, scheduler, loop,
+                                          companions)
         lora_state = result.lora.to_comfy()
         adapted, _ = comfy.sd.load_lora_for_models(model, None, lora_state, 1.0, 0)
         tick = time.perf_counter()

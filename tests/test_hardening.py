@@ -88,6 +88,20 @@ def score_only(**score_inputs) -> dict:
     return prompt
 
 
+def compare_outputs(outputs: tuple[str, ...], node: str, **inputs) -> dict:
+    """The shipped comparison workflow cut down to the given output nodes and what they need."""
+    full = json.loads((TINY_DEMO.parent / "vlm_teacher_compare_tiny.json").read_text())
+    keep, todo = set(), list(outputs)
+    while todo:
+        current = todo.pop()
+        if current not in keep:
+            keep.add(current)
+            todo += [v[0] for v in full[current]["inputs"].values() if isinstance(v, list)]
+    prompt = {k: v for k, v in full.items() if k in keep}
+    prompt[node]["inputs"].update(inputs)
+    return prompt
+
+
 def rejection(client, prompt) -> tuple[str, dict]:
     with pytest.raises(PromptRejected) as rejected:
         client.queue(prompt)
@@ -143,6 +157,12 @@ REJECTED = [
     ("an empty instruction", lambda w: with_inputs("9", instruction=""), "instruction is empty"),
     ("a zero frame rate for scoring", lambda w: score_only(fps=0.0), "fps"),
     ("lambda below zero for scoring", lambda w: score_only(goal_weight=-0.5), "goal_weight"),
+    ("Best-of-N with no samples", lambda w: compare_outputs(("23",), "20", n=0), "n"),
+    ("Best-of-N with an unknown scheduler", lambda w: compare_outputs(("23",), "20", scheduler="karras2"),
+     "sgm_uniform"),
+    ("a prompt rewrite without an instruction", lambda w: compare_outputs(("24",), "24", instruction=" "),
+     "instruction is empty"),
+    ("an unknown memory preset", lambda w: with_inputs("12", memory="8gb"), "default, 24gb"),
 ]
 
 

@@ -288,3 +288,22 @@ def test_frontend_loads_stock_workflow_and_flags_missing_nodes(server, client, t
         assert bad["page_errors"] == []
         again = session.check(stock_ui_workflow(), None)  # a session can go on after a bad workflow
         assert again["missing_node_types"] == [] and again["node_count"] == 3
+
+
+@needs_chromium
+def test_frontend_thumbnail_frames_the_whole_graph(server, tmp_path):
+    from tto_runner.frontend import THUMBNAIL_SETTINGS, FrontendSession
+
+    with FrontendSession(server.url, settings=THUMBNAIL_SETTINGS) as session:
+        report = session.thumbnail(stock_ui_workflow(), tmp_path / "stock.jpg", width=320)
+    assert report["node_count"] == 3 and report["page_errors"] == []
+    with Image.open(tmp_path / "stock.jpg") as im:
+        assert im.format == "JPEG" and im.size == (320, 180)  # the 1600x900 page, scaled
+        gray = im.convert("L")
+        background = gray.getpixel((2, 2))
+        drawn = gray.point(lambda v: 255 if abs(v - background) > 12 else 0)
+    assert drawn.getbbox() is not None
+    left, top, right, bottom = drawn.getbbox()
+    assert right - left > 0.8 * 320, drawn.getbbox()  # zoomed to fit: the three nodes span the picture's width
+    for x, y in [(0, 0), (304, 0), (0, 164), (304, 164)]:  # no canvas info, menu or button in the corners
+        assert drawn.crop((x, y, x + 16, y + 16)).getbbox() is None, (x, y)

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import json
 import shutil
+from importlib.metadata import version
 from pathlib import Path
 
 import av
 import pytest
+import requests
 import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from tto_runner import REPO_ROOT, ComfyClient, LocalComfy, PromptFailed, PromptInterrupted, PromptRejected
+from tto_runner import PACK_NAME, REPO_ROOT, ComfyClient, LocalComfy, PromptFailed, PromptInterrupted, PromptRejected
 from tto_runner.demo import TINY_DEMO, ensure_tiny_models, write_demo_inputs, write_task_video
-from tto_runner.workflow_format import ui_to_api
+from tto_runner.example_workflows import (TEMPLATE_DIR, TEMPLATE_TITLES, THUMBNAIL_WIDTH, api_path, thumbnail_path,
+                                          ui_path, untitled_api_files)
+from tto_runner.frontend import CHROMIUM, FrontendSession
+from tto_runner.tools import NEWEST_FRONTEND, frontend_root
+from tto_runner.workflow_format import overlapping_nodes, ui_to_api
 
 PACK_NODES = ["VLMTeacherLoader", "TeacherAnalyze", "RewardQuery", "VLMScore", "LoRAAttach", "TTOLoop",
               "LoadConditioningFile", "BestOfNSample", "TeacherRewritePrompt"]
@@ -214,7 +220,7 @@ def test_bad_inputs_get_clear_messages_and_the_server_keeps_serving(client):
 
 
 def test_score_only_workflow(client):
-    prompt = json.loads((REPO_ROOT / "workflows" / "api" / "vlm_teacher_score_video.json").read_text())
+    prompt = json.loads(api_path("vlm_teacher_score_video").read_text())
     prompt[node_of(prompt, "VLMTeacherLoader")]["inputs"]["model_name"] = "tiny-qwen3-vl"
     _, history = client.run(prompt, timeout=300)
     report = json.loads(history["outputs"][node_of(prompt, "VLMScore")]["text"][0])
@@ -224,7 +230,7 @@ def test_score_only_workflow(client):
 
 
 def test_three_paradigms_side_by_side_with_their_cost(client):
-    prompt = json.loads((REPO_ROOT / "workflows" / "api" / "vlm_teacher_compare_tiny.json").read_text())
+    prompt = json.loads(api_path("vlm_teacher_compare_tiny").read_text())
     loop, best_of_n = node_of(prompt, "TTOLoop"), node_of(prompt, "BestOfNSample")
     prompt[loop]["inputs"].update(seed=7, max_iterations=3)
     prompt[best_of_n]["inputs"]["seed"] = 7
@@ -249,26 +255,89 @@ def test_three_paradigms_side_by_side_with_their_cost(client):
     assert sum(f["filename"].endswith(".mp4") for f in client.output_files(history)) == 2  # TTO and Best-of-N
 
 
-@pytest.mark.parametrize("api_path", sorted((REPO_ROOT / "workflows" / "api").glob("*.json")), ids=lambda p: p.stem)
-def test_ui_and_api_workflows_agree(client, api_path):
-    ui = json.loads((REPO_ROOT / "workflows" / api_path.name).read_text())
-    assert ui_to_api(ui, client.object_info()) == json.loads(api_path.read_text())
+@pytest.mark.parametrize("stem", TEMPLATE_TITLES)
+def test_ui_and_api_workflows_agree(client, stem):
+    ui = json.loads(ui_path(stem).read_text())
+    assert ui_to_api(ui, client.object_info()) == json.loads(api_path(stem).read_text())
+    assert overlapping_nodes(ui) == []
 
 
-@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="Debian chromium is not installed "
-                    "(scripts/install_browser.sh installs it)")
-@pytest.mark.parametrize("ui_path", sorted((REPO_ROOT / "workflows").glob("*.json")), ids=lambda p: p.stem)
-def test_ui_workflows_load_in_the_real_frontend(server, ui_path):
-    from tto_runner.frontend import check_workflow_in_browser
+def test_templates_have_thumbnails_and_are_listed_and_served(client, server):
+    assert untitled_api_files() == []
+    shipped = sorted(p.name for p in TEMPLATE_DIR.iterdir())
+    assert shipped == sorted(f"{title}{ext}" for title in TEMPLATE_TITLES.values() for ext in (".json", ".jpg"))
+    for stem in TEMPLATE_TITLES:
+        with Image.open(thumbnail_path(stem)) as thumbnail:
+            assert thumbnail.format == "JPEG" and thumbnail.width == THUMBNAIL_WIDTH
+    assert sorted(requests.get(f"{server.url}/workflow_templates", timeout=30).json()[PACK_NAME]) == sorted(
+        TEMPLATE_TITLES.values())
+    for stem, title in TEMPLATE_TITLES.items():
+        # the frontend's URLs: /api/workflow_templates/<pack folder>/<name>.json and .jpg, spaces as they are
+        url = f"{server.url}/api/workflow_templates/{PACK_NAME}/{title}"
+        served = requests.get(url + ".json", timeout=30)
+        assert served.status_code == 200 and served.json() == json.loads(ui_path(stem).read_text())
+        picture = requests.get(url + ".jpg", timeout=30)
+        assert picture.status_code == 200 and picture.content == thumbnail_path(stem).read_bytes()
 
+
+def declared_inputs(prompt: dict, object_info: dict) -> dict:
+    """A queued prompt as the server reads it: inputs a node does not declare are ignored (the pinned
+    frontend sends LoadVideo's preview widget as `video-preview` once the video has loaded)."""
+    out = {}
+    for key, node in prompt.items():
+        spec = object_info[node["class_type"]]["input"]
+        names = set(spec.get("required", {})) | set(spec.get("optional", {}))
+        out[key] = {"class_type": node["class_type"], "inputs": {k: v for k, v in node["inputs"].items() if k in names}}
+    return out
+
+
+needs_chromium = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed "
+                                    "(scripts/install_browser.sh installs it)")
+
+
+@pytest.fixture(scope="module")
+def newest_frontend_server(tmp_path_factory):
+    """A second server, the same pack and models, serving the newest comfyui-frontend-package."""
+    base = tmp_path_factory.mktemp("newest-frontend")
+    srv = LocalComfy(base_dir=base, models_dir=ensure_tiny_models(),
+                     extra_args=["--front-end-root", str(frontend_root(NEWEST_FRONTEND))])
+    srv.start(timeout=180)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module", params=["pinned", "newest"])
+def frontend(request, server):
+    """A browser page on the host's pinned frontend, then on the newest one; every template loads in both."""
+    url = server.url if request.param == "pinned" else request.getfixturevalue("newest_frontend_server").url
+    expected = version("comfyui-frontend-package") if request.param == "pinned" else NEWEST_FRONTEND
+    with FrontendSession(url) as session:
+        yield session, expected
+
+
+@needs_chromium
+@pytest.mark.parametrize("stem", TEMPLATE_TITLES)
+def test_ui_workflows_load_in_the_real_frontends(frontend, client, stem):
+    session, expected_version = frontend
     ARTIFACTS.mkdir(exist_ok=True)
-    result = check_workflow_in_browser(server.url, ui_path, ARTIFACTS / f"{ui_path.stem}.png",
-                                       node_types=PACK_NODES)
+    screenshot = ARTIFACTS / f"{stem}-frontend-{expected_version}.png"
+    result = session.check(ui_path(stem), screenshot, node_types=PACK_NODES)
+    assert result["frontend_version"] == expected_version
     assert result["missing_node_types"] == []
     assert result["page_errors"] == []
     assert result["widget_mismatches"] == []
-    assert result["node_count"] == len(json.loads(ui_path.read_text())["nodes"])
+    assert result["cut_off_nodes"] == []  # every node has room for all its sockets and widgets
+    assert result["node_count"] == len(json.loads(ui_path(stem).read_text())["nodes"])
     # what the frontend itself would queue for this UI file is the shipped API file
-    queued = {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in result["api_prompt"].items()}
-    assert queued == json.loads((REPO_ROOT / "workflows" / "api" / ui_path.name).read_text())
-    assert (ARTIFACTS / f"{ui_path.stem}.png").stat().st_size > 0
+    assert declared_inputs(result["api_prompt"], client.object_info()) == json.loads(api_path(stem).read_text())
+    assert screenshot.stat().st_size > 0
+
+
+@needs_chromium
+def test_the_frontends_report_a_missing_node_type(frontend):
+    session, _ = frontend
+    workflow = json.loads(ui_path("vlm_teacher_tiny_demo").read_text())
+    workflow["nodes"][0]["type"] = "TTONoSuchNode"
+    result = session.check(workflow, node_types=PACK_NODES)
+    assert result["missing_node_types"] == ["TTONoSuchNode"]
+    assert result["missing_reported_by_app"] == ["TTONoSuchNode"]

@@ -52,3 +52,11 @@ def test_the_api_example_names_the_right_nodes():
     assert prompt["9"]["class_type"] == "LoadImage" and "image" in prompt["9"]["inputs"]
     report_node = re.search(r'history\["outputs"\]\["(\d+)"\]', code).group(1)
     assert prompt[report_node]["class_type"] == "TTOLoop"
+
+
+def test_the_template_table_matches_the_template_titles():
+    from tto_runner.example_workflows import TEMPLATE_TITLES
+
+    section = README[README.index("## Templates"):README.index("## Nodes")]
+    rows = re.findall(r"^\| (VLM Teacher - [^|]+?) \| `(\w+)\.json` \|", section, flags=re.M)
+    assert {stem: title for title, stem in rows} == TEMPLATE_TITLES

@@ -17,10 +17,11 @@ import time
 from pathlib import Path
 
 from .client import ComfyClient
+from .example_workflows import api_path
 from .local_server import LocalComfy
-from .paths import REPO_ROOT, cache_root
+from .paths import cache_root
 
-TINY_DEMO = REPO_ROOT / "workflows" / "api" / "vlm_teacher_tiny_demo.json"
+TINY_DEMO = api_path("vlm_teacher_tiny_demo")
 FIRST_FRAME = "maze_first_frame.png"
 INSTRUCTION = "Move the yellow ball to the red square without touching the X."
 

@@ -1,25 +1,28 @@
 """Load a UI-format workflow into the real ComfyUI frontend, in headless Chromium, and report what it sees.
 
     from tto_runner.frontend import check_workflow_in_browser
-    report = check_workflow_in_browser(server.url, "workflows/foo.json", "foo.png")
+    report = check_workflow_in_browser(server.url, "example_workflows/foo.json", "foo.png")
     assert not report["missing_node_types"] and not report["page_errors"]
 
 It drives Debian's Chromium (`/usr/bin/chromium`, see scripts/install_browser.sh) with the `playwright`
 package; no browser is downloaded. The page may only reach the ComfyUI server: every other request is
 aborted and listed in `blocked_requests`.
 
-How the frontend (comfyui-frontend-package 1.32.x) exposes what we check:
+How the frontend (comfyui-frontend-package 1.32.x, and 1.58.x where noted) exposes what we check:
 - `window.app` (the ComfyApp) and `window.LiteGraph` are set once the app is set up; node types known to
   the page are the keys of `LiteGraph.registered_node_types`.
 - `app.loadGraphData(workflow)` loads a UI workflow. Unknown node types become red placeholder nodes
   (`has_errors`), are passed to every extension's `afterConfigureGraph(missingNodeTypes)` hook, and
   open the "This workflow has missing nodes" dialog (dialog key `global-missing-nodes`) while the setting
-  `Comfy.Workflow.ShowMissingNodesWarning` is on.
+  `Comfy.Workflow.ShowMissingNodesWarning` is on. 1.58 calls the same hook but lists missing types in
+  its error panel instead of that dialog.
+- A saved node without widgets has `widgets_values: []` in 1.32 and no such key in 1.58.
 - `app.graphToPrompt()` turns the loaded graph into an API prompt, as the Queue button would.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from pathlib import Path
@@ -37,6 +40,18 @@ CHROMIUM_ARGS = [
 _SETTING_OVERRIDES = {
     "Comfy.TutorialCompleted": True,
     "Comfy.Workflow.ShowMissingNodesWarning": True,
+}
+
+# Settings for thumbnails: only the graph, drawn in full detail, without the canvas's own overlays and
+# without marking model files this server does not have (the workflows name the real checkpoints).
+THUMBNAIL_SETTINGS = {
+    "Comfy.Minimap.Visible": False,
+    "Comfy.Graph.CanvasInfo": False,
+    "Comfy.Graph.CanvasMenu": False,
+    "LiteGraph.Canvas.MinFontSizeForLOD": 0,
+    "Comfy.Workflow.ShowMissingModelsWarning": False,
+    "Comfy.ErrorSystem.ShowMissingModels": False,
+    "Comfy.Workflow.ShowMissingMediaWarning": False,
 }
 
 _READY_JS = """() => !!(window.app && window.LiteGraph && app.graph && app.canvas
@@ -85,13 +100,44 @@ _COLLECT_JS = """async (types) => {
     const dialogText = Array.from(document.querySelectorAll(".p-dialog")).map(d => d.innerText);
     const toasts = Array.from(document.querySelectorAll(".p-toast-message")).map(d => d.innerText);
     const nodes = app.graph.nodes.map(n => ({id: n.id, type: n.type, has_errors: !!n.has_errors,
-                                              title: n.title}));
+                                              title: n.title, needs: Array.from(n.computeSize())}));
     const serialized = app.graph.serialize();
     let apiPrompt = null, promptError = null;
     try { apiPrompt = (await app.graphToPrompt()).output; } catch (e) { promptError = String(e); }
     return {registered, dialogs, dialogText, toasts, nodes, serialized, apiPrompt, promptError,
             missingHook: window.__ttoProbe.missing, linkCount: (serialized.links || []).length,
             frontendVersion: window.__COMFYUI_FRONTEND_VERSION__ || null};
+}"""
+
+
+# Show only the canvas (focus mode), hide whatever still sits over its corners (the button that leaves
+# focus mode), and zoom so that the whole graph fills the canvas with a small margin.
+_FRAME_GRAPH_JS = """async (margin) => {
+    if (!window.__ttoFocus) {
+        await app.extensionManager.command.execute("Workspace.ToggleFocusMode");
+        window.__ttoFocus = true;
+        await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
+    }
+    const canvas = app.canvas.canvas, rect = canvas.getBoundingClientRect();
+    for (const [x, y] of [[rect.right - 20, rect.top + 20], [rect.left + 20, rect.top + 20],
+                          [rect.right - 20, rect.bottom - 20], [rect.left + 20, rect.bottom - 20]]) {
+        for (const el of document.elementsFromPoint(x, y)) {
+            if (el === canvas || el.contains(canvas)) break;
+            el.style.visibility = "hidden";
+        }
+    }
+    let [x0, y0, x1, y1] = [Infinity, Infinity, -Infinity, -Infinity];
+    for (const node of app.graph.nodes) {
+        const top = node.pos[1] - LiteGraph.NODE_TITLE_HEIGHT;
+        x0 = Math.min(x0, node.pos[0]); y0 = Math.min(y0, top);
+        x1 = Math.max(x1, node.pos[0] + node.size[0]); y1 = Math.max(y1, node.pos[1] + node.size[1]);
+    }
+    const ds = app.canvas.ds;
+    const scale = Math.min((rect.width - 2 * margin) / (x1 - x0), (rect.height - 2 * margin) / (y1 - y0));
+    ds.scale = scale;
+    ds.offset[0] = (rect.width / scale - (x1 - x0)) / 2 - x0;
+    ds.offset[1] = (rect.height / scale - (y1 - y0)) / 2 - y0;
+    app.canvas.setDirty(true, true);
 }"""
 
 
@@ -120,8 +166,9 @@ class FrontendSession:
     """One headless Chromium page on the ComfyUI frontend; check() any number of workflows in it."""
 
     def __init__(self, server_url: str, chromium: str = CHROMIUM, viewport: tuple[int, int] = (1600, 900),
-                 timeout: float = 60):
+                 timeout: float = 60, settings: dict | None = None):
         self.server_url = server_url.rstrip("/")
+        self.settings = {**_SETTING_OVERRIDES, **(settings or {})}  # served to the page in place of the user's
         self.chromium = chromium
         self.viewport = viewport
         self.timeout = timeout
@@ -206,7 +253,7 @@ class FrontendSession:
                 route.fulfill(response=response)
                 return
             if isinstance(settings, dict):
-                settings = {**settings, **_SETTING_OVERRIDES}
+                settings = {**settings, **self.settings}
             route.fulfill(response=response, json=settings)
             return
         route.continue_()
@@ -221,6 +268,20 @@ class FrontendSession:
             self.console_warnings.append(text)
 
     # ------------------------------------------------------------------ checks
+
+    def thumbnail(self, workflow: str | Path | dict, path: str | Path, width: int = 640, quality: int = 85) -> dict:
+        """Load a UI workflow, frame the whole graph and save it as a JPEG `width` pixels wide. Open the
+        session with settings=THUMBNAIL_SETTINGS for a clean picture. Returns the check() report of the load."""
+        from PIL import Image
+
+        report = self.check(workflow)
+        self._page.evaluate(_FRAME_GRAPH_JS, 40)
+        self._page.wait_for_timeout(500)  # a few frames drawn, images in nodes loaded
+        with Image.open(io.BytesIO(self._page.screenshot())) as shot:
+            height = round(shot.height * width / shot.width)
+            shot.convert("RGB").resize((width, height), Image.LANCZOS).save(path, "JPEG", quality=quality,
+                                                                            optimize=True)
+        return report
 
     def registered_node_types(self) -> list[str]:
         return self._page.evaluate("() => Object.keys(LiteGraph.registered_node_types)")
@@ -272,30 +333,47 @@ class FrontendSession:
             "link_count": info["linkCount"],
             "nodes": info["nodes"],
             "error_nodes": [n for n in info["nodes"] if n["has_errors"]],
-            "widget_mismatches": _widget_mismatches(wf, info["serialized"], missing),
+            "cut_off_nodes": cut_off_nodes(wf, info["nodes"]),
+            "widget_mismatches": widget_mismatches(wf, info["serialized"], missing),
             "dialogs": [d["key"] for d in info["dialogs"] or []],
             "dialog_text": info["dialogText"],
             "toasts": info["toasts"],
             "api_prompt": info["apiPrompt"],
             "api_prompt_error": info["promptError"],
             "screenshot": str(screenshot_path) if screenshot_path is not None else None,
+            "frontend_version": info["frontendVersion"],
         }
 
 
-def _widget_mismatches(given: dict, serialized: dict, missing: list[str]) -> list[dict]:
-    """Nodes whose widgets_values changed on load (too few/many values, or a value the widget refused)."""
+def widget_mismatches(given: dict, serialized: dict, missing: list[str]) -> list[dict]:
+    """Nodes whose widget values changed on load: too few or too many values, or a value the widget refused.
+
+    Compared by meaning: a node without widgets may be saved with `widgets_values: []` or without the key
+    (newer frontends, 1.58 among them, leave it out), and both mean the same. A node saved without the key
+    states nothing, so it is not compared. `missing` node types are left out: they have no widgets to load.
+    """
     after = {n.get("id"): n for n in serialized.get("nodes") or []}
     out = []
     for node in given.get("nodes") or []:
         if node.get("type") in missing or "widgets_values" not in node:
             continue
         loaded = after.get(node.get("id"))
-        if loaded is None:
+        loaded_values = None if loaded is None else loaded.get("widgets_values")
+        if loaded is None or (node["widgets_values"] or []) != (loaded_values or []):
             out.append({"id": node.get("id"), "type": node.get("type"), "given": node["widgets_values"],
-                        "after_load": None})
-        elif loaded.get("widgets_values") != node["widgets_values"]:
-            out.append({"id": node.get("id"), "type": node.get("type"), "given": node["widgets_values"],
-                        "after_load": loaded.get("widgets_values")})
+                        "after_load": loaded_values})
+    return out
+
+
+def cut_off_nodes(given: dict, loaded_nodes: list[dict]) -> list[dict]:
+    """Nodes saved smaller than the frontend needs to draw all their sockets and widgets (`needs`, from
+    the node's computeSize()): the frontend keeps the saved size, so the rest is cut off or overlaps."""
+    needs = {str(n["id"]): n["needs"] for n in loaded_nodes}
+    out = []
+    for node in given.get("nodes") or []:
+        need, size = needs.get(str(node.get("id"))), node.get("size")
+        if need and isinstance(size, list) and (size[0] < need[0] or size[1] < need[1]):
+            out.append({"id": node.get("id"), "type": node.get("type"), "size": size, "needs": need})
     return out
 
 
@@ -316,8 +394,9 @@ def check_workflow_in_browser(server_url: str, workflow_path: str | Path | dict,
     console_errors       console.error messages (resource-load failures go to failed_requests instead)
     registered           {node type: registered in LiteGraph} for the workflow's types and `node_types`
     node_count           nodes in the loaded graph
-    plus link_count, nodes, error_nodes, widget_mismatches, dialogs, dialog_text, toasts, api_prompt
-    (what the Queue button would send), failed_requests, blocked_requests, load_seconds.
+    plus link_count, nodes, error_nodes, cut_off_nodes, widget_mismatches, dialogs, dialog_text, toasts,
+    api_prompt (what the Queue button would send), frontend_version, failed_requests, blocked_requests,
+    load_seconds.
     """
     with FrontendSession(server_url, chromium=chromium, timeout=timeout) as session:
         report = session.check(workflow_path, screenshot_path, node_types=node_types)

@@ -13,6 +13,10 @@ from collections import defaultdict
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 _UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload")
 
+# Layout of written UI files, in canvas pixels. Rows follow LiteGraph's: 20 px per socket row, 24 per widget.
+_NODE_WIDTH, _COLUMN_GAP, _ROW_GAP, _TITLE_HEIGHT = 340, 60, 50, 30
+_SOCKET_ROW, _WIDGET_ROW, _TEXT_BOX, _UPLOAD_PREVIEW = 20, 24, 100, 260  # preview: room for a square image
+
 
 def _inputs(info: dict) -> list[tuple[str, str, dict, bool]]:
     """(name, type, options, required) in declaration order."""
@@ -60,7 +64,7 @@ def api_to_ui(api: dict, object_info: dict, titles: dict | None = None) -> dict:
 
     for key in api:
         node_depth(key)
-    rows: dict[int, int] = defaultdict(int)
+    next_y: dict[int, int] = defaultdict(lambda: 40)
     links, nodes = [], []
     outgoing: dict[tuple[str, int], list[int]] = defaultdict(list)
     for key in sorted(api, key=lambda k: (depth[k], ids[k])):
@@ -91,13 +95,14 @@ def api_to_ui(api: dict, object_info: dict, titles: dict | None = None) -> dict:
                 inputs.append({"name": name, "type": kind, "link": _link_id(links, ids[key], name) if linked else None})
         outputs = [{"name": out_name, "type": out_type, "links": outgoing.get((key, slot), []), "slot_index": slot}
                    for slot, (out_name, out_type) in enumerate(zip(info["output_name"], info["output"]))]
-        column = depth[key]
-        ui_node = {"id": ids[key], "type": node["class_type"], "pos": [40 + 360 * column, 40 + 260 * rows[column]],
-                   "size": [320, 200], "flags": {}, "order": order, "mode": 0, "inputs": inputs, "outputs": outputs,
+        column, height = depth[key], _node_height(info)
+        ui_node = {"id": ids[key], "type": node["class_type"],
+                   "pos": [40 + (_NODE_WIDTH + _COLUMN_GAP) * column, next_y[column]], "size": [_NODE_WIDTH, height],
+                   "flags": {}, "order": order, "mode": 0, "inputs": inputs, "outputs": outputs,
                    "properties": {"Node name for S&R": node["class_type"]}, "widgets_values": widgets}
         if titles and key in titles:
             ui_node["title"] = titles[key]
-        rows[column] += 1
+        next_y[column] += _TITLE_HEIGHT + height + _ROW_GAP
         order += 1
         nodes.append(ui_node)
     for link in links:  # the link table names the target slot by index
@@ -105,6 +110,28 @@ def api_to_ui(api: dict, object_info: dict, titles: dict | None = None) -> dict:
         link[4] = next(i for i, inp in enumerate(target["inputs"]) if inp["name"] == link[4])
     return {"last_node_id": max(ids.values()), "last_link_id": len(links), "nodes": nodes, "links": links,
             "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}}, "version": 0.4}
+
+
+def overlapping_nodes(ui: dict) -> list[tuple[int, int]]:
+    """Pairs of node ids whose boxes, title bar included, overlap on the canvas."""
+    boxes = [(n["id"], n["pos"][0], n["pos"][1] - _TITLE_HEIGHT, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
+             for n in ui.get("nodes") or []]
+    return [(a[0], b[0]) for i, a in enumerate(boxes) for b in boxes[i + 1:]
+            if a[1] < b[3] and b[1] < a[3] and a[2] < b[4] and b[2] < a[4]]
+
+
+def _node_height(info: dict) -> int:
+    """Room for every socket row and widget, so that no widget is cut off and nodes do not overlap."""
+    specs = _inputs(info)
+    sockets = sum(not _is_widget(kind, opts) for _, kind, opts, _ in specs)
+    height = max(sockets, len(info["output"])) * _SOCKET_ROW + 6
+    widgets = [(kind, opts) for _, kind, opts, _ in specs if _is_widget(kind, opts)]
+    for kind, opts in widgets:
+        height += _TEXT_BOX if kind == "STRING" and opts.get("multiline") else _WIDGET_ROW
+        height += _WIDGET_ROW * len(_extra_values(opts))  # "control after generate", or the upload button
+        if any(opts.get(flag) for flag in _UPLOAD_FLAGS):
+            height += _UPLOAD_PREVIEW
+    return height + (8 if widgets else 0)
 
 
 def _link_id(links, target_id, input_name):

@@ -1,0 +1,62 @@
+"""Command line of the toy world: `python -m tto_models.toy <command> ...`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _generate(args) -> int:
+    from . import world
+
+    paths = world.write_instances(args.out, args.n, args.seed, args.split, args.start)
+    print(f"wrote {len(paths)} instances under {Path(args.out) / args.split / world.TASK_NAME}")
+    return 0
+
+
+def _score(args) -> int:
+    from . import world
+
+    summary = world.score_folder(args.videos, args.tasks)
+    out = Path(args.json) if args.json else Path(args.videos) / "toy_scores.json"
+    out.write_text(json.dumps(summary, indent=1) + "\n")
+    print(world.format_summary(summary))
+    print(f"per-task verdicts: {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m tto_models.toy", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="write N instances in the VBVR layout")
+    g.add_argument("--out", required=True, help="tasks folder; instances go to <out>/<split>/"
+                                                "ball_to_target_data-generator/NNNNN/")
+    g.add_argument("--n", type=int, required=True, help="number of instances")
+    g.add_argument("--seed", type=int, default=0, help="stream seed; instance i depends only on (seed, i)")
+    g.add_argument("--split", default="toy", help="split folder name")
+    g.add_argument("--start", type=int, default=0, help="index of the first instance")
+    g.set_defaults(run=_generate)
+
+    s = sub.add_parser("score", help="score videos laid out like tto-bench's output against a tasks folder")
+    s.add_argument("--videos", required=True, help="<out>/<method> of tto-bench: holds <split>/"
+                                                   "ball_to_target_data-generator/NNNNN.mp4")
+    s.add_argument("--tasks", required=True, help="the tasks folder the videos were made from")
+    s.add_argument("--json", help="where to write the per-task verdicts (default <videos>/toy_scores.json)")
+    s.set_defaults(run=_score)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
