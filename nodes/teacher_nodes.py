@@ -12,6 +12,7 @@ from comfy_api.latest import io
 
 from ..tto_engine import Query, VLMTeacher, generation_cost, grade_video
 from ..tto_engine.checkpoints import check_vlm_folder
+from ..tto_engine.presets import TEACHER_VIDEO_PIXELS
 from ..tto_engine.teacher import SUPPORTED_FAMILIES
 from .model_folders import LLM_FOLDER, name_problem, resolve, vlm_folders
 from .teacher_memory import load_teacher, manage
@@ -61,10 +62,13 @@ class VLMTeacherLoader(io.ComfyNode):
                                  tooltip="Recompute the teacher's activations during TTOLoop's backward pass when "
                                          "they would be large (real video sizes): much less memory, about a third "
                                          "more teacher compute. Small clips are never recomputed."),
-                io.Int.Input("max_video_pixels", default=0, min=0, max=1 << 30, step=1024,
-                             tooltip="Pixel budget for a graded clip (frames x height x width for Qwen3-VL, per "
-                                     f"frame for Qwen2.5-VL). 0 keeps the checkpoint's own setting; otherwise at "
-                                     f"least {MIN_VIDEO_PIXELS}."),
+                io.Int.Input("max_video_pixels", default=TEACHER_VIDEO_PIXELS, min=0, max=1 << 30, step=1024,
+                             tooltip="Most pixels the teacher reads of a graded clip (frames x height x width for "
+                                     "Qwen3-VL, per frame for Qwen2.5-VL); it caps the checkpoint's own budget, "
+                                     "and larger frames are scaled down. The default reads 24 frames of 480x832 "
+                                     "at 384x672, which keeps a TTOLoop iteration below one plain sample in "
+                                     "compute. 0: the checkpoint's own budget; otherwise at least "
+                                     f"{MIN_VIDEO_PIXELS}."),
             ],
             outputs=[io.Custom(TEACHER).Output(display_name="teacher")],
         )

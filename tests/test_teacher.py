@@ -173,3 +173,14 @@ def test_qwen25vl_matches_its_processor_too(qwen25, shape):
     packed = teacher.score(frames, QUERIES, stamps).losses
     separate = teacher.score(frames, QUERIES, stamps, packed=False).losses
     assert torch.allclose(packed, separate, atol=1e-5)
+
+
+def test_a_pixel_budget_caps_the_checkpoints_own(tiny_teacher_dir):
+    own = VLMTeacher.from_pretrained(tiny_teacher_dir, dtype=torch.float32)
+    t, h, w = 8, 256, 256  # 524,288 px: more than the tiny checkpoint's own budget (65,536 px)
+    assert own.video_size(t, h, w) < (h, w)
+    larger = VLMTeacher.from_pretrained(tiny_teacher_dir, dtype=torch.float32, max_video_pixels=t * h * w)
+    assert larger.video_size(t, h, w) == own.video_size(t, h, w)
+    smaller = VLMTeacher.from_pretrained(tiny_teacher_dir, dtype=torch.float32, max_video_pixels=16 * 1024)
+    sh, sw = smaller.video_size(t, h, w)
+    assert sh * sw * t <= 16 * 1024 < own.video_size(t, h, w)[0] * own.video_size(t, h, w)[1] * t

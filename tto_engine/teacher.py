@@ -46,7 +46,8 @@ class VLMTeacher:
         self.checkpointing = checkpointing  # recompute activations in backward when the clip makes it pay
         self.tokenizer = tokenizer
         self.spec = spec
-        self.max_video_pixels = max_video_pixels or spec.video_max_pixels
+        # A budget caps the checkpoint's own; it never makes the teacher read more than it was set up for.
+        self.max_video_pixels = min(max_video_pixels or spec.video_max_pixels, spec.video_max_pixels)
         self.model.requires_grad_(False)
         cfg = model.config
         self.video_token_id = cfg.video_token_id
