@@ -15,8 +15,9 @@ query asked alone (`VLMTeacher.score(packed=False)`), no reasoner checkpointing.
 checkpointed, as the first release's shipped workflow set it. One difference remains: the first release
 shared one vision-tower pass between the queries; asked alone, each query runs its own.
 
-Every preset is counted at each teacher pixel budget in `TEACHER_BUDGETS`: the checkpoint's own (24
-frames stay 480x832) and smaller ones, since the loop's default budget is still to be chosen.
+Each node preset is counted at VLMTeacherLoader's default pixel budget (its plain row), at the
+checkpoint's own (`@full`: 24 frames stay 480x832) and at a smaller one, for the budget's trade-off;
+`first_release` at the checkpoint's own, as that release read the frames.
 """
 
 from __future__ import annotations
@@ -29,17 +30,18 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from tto_engine.presets import PRESETS as NODE_PRESETS  # noqa: E402  (plain data: no torch, no host)
+from tto_engine.presets import PRESETS as NODE_PRESETS, TEACHER_VIDEO_PIXELS  # noqa: E402  (plain data)
 
 from .loop_harness import LoopSettings  # noqa: E402
 from .real_models import TeacherSettings  # noqa: E402
 
 FIRST_RELEASE = "first_release"
 WEIGHTS_FOR_PRESET = {"24gb": "fp8_e4m3fn"}  # UNETLoader weight_dtype a node preset is meant for (else bf16)
-# Teacher pixel budgets per graded clip (24 frames of 480x832 here). 0: the checkpoint's own (25,165,824 px for
-# Qwen3-VL-4B: the frames stay 480x832, 4,680 video tokens); 6 Mi px: 384x672, 3,024 tokens; the Qwen-VL video
-# processor's class default, 768*32*32 px: 128x224, 336 tokens.
-TEACHER_BUDGETS = (0, 6 * 1024 * 1024, 768 * 32 * 32)
+# Teacher pixel budgets per graded clip (24 frames of 480x832 here): the loader's default (6 Mi px: 384x672,
+# 3,024 video tokens); 0, the checkpoint's own (25,165,824 px for Qwen3-VL-4B: the frames stay 480x832,
+# 4,680 tokens); the Qwen-VL video processor's class default, 768*32*32 px (128x224, 336 tokens).
+FULL_BUDGET = 0
+TEACHER_BUDGETS = (TEACHER_VIDEO_PIXELS, FULL_BUDGET, 768 * 32 * 32)
 
 
 @dataclass(frozen=True)
@@ -58,18 +60,23 @@ class BenchPreset:
                 "teacher_pixels": self.teacher_pixels or "checkpoint's own"}
 
 
-def row_name(preset: str, pixels: int) -> str:
-    return preset if not pixels else f"{preset}@{pixels}px"
+def row_name(preset: str, pixels: int, default_pixels: int) -> str:
+    if pixels == default_pixels:
+        return preset
+    return f"{preset}@full" if pixels == FULL_BUDGET else f"{preset}@{pixels}px"
 
 
 def _presets() -> dict[str, BenchPreset]:
-    bases = {FIRST_RELEASE: (None, "bf16", "The first release's loop: fp32 LoRA, TAEHV decoding all 89 frames with "
-                                           "gradients, each query asked alone, no reasoner checkpointing.")}
-    for name, preset in NODE_PRESETS.items():
-        weights = WEIGHTS_FOR_PRESET.get(name, "bf16")
-        bases[name] = (name, weights, f"TTOLoop memory={name} ({preset.description}), {weights} Wan weights.")
-    return {row_name(name, pixels): BenchPreset(memory, weights, pixels, description)
-            for pixels in TEACHER_BUDGETS for name, (memory, weights, description) in bases.items()}
+    rows = {FIRST_RELEASE: BenchPreset(None, "bf16", FULL_BUDGET,
+                                       "The first release's loop: fp32 LoRA, TAEHV decoding all 89 frames with "
+                                       "gradients, each query asked alone, no reasoner checkpointing, the "
+                                       "checkpoint's own pixel budget.")}
+    for pixels in TEACHER_BUDGETS:
+        for name, preset in NODE_PRESETS.items():
+            weights = WEIGHTS_FOR_PRESET.get(name, "bf16")
+            rows[row_name(name, pixels, TEACHER_VIDEO_PIXELS)] = BenchPreset(
+                name, weights, pixels, f"TTOLoop memory={name} ({preset.description}), {weights} Wan weights.")
+    return rows
 
 
 PRESETS = _presets()

@@ -16,9 +16,9 @@ AdamW step, measured after a warm-up iteration) and one plain 4-step sample run 
 tensor storages alive (activations saved for the backward included) and FLOPs with FlopCounterMode's
 formulas: counts, not measurements. --device cuda: random weights at the same shapes on the GPU; peak
 from torch.cuda.max_memory_allocated, seconds per iteration and per sample (warm).
-The presets are TTOLoop's memory presets (tto_engine.presets) plus the first release's loop, each at the
-teacher's own pixel budget and at a smaller one (benchmarks/memory_presets.py). Each runs in a fresh
-subprocess.
+The presets are TTOLoop's memory presets (tto_engine.presets) at VLMTeacherLoader's default pixel budget,
+at the checkpoint's own (`@full`) and at a smaller one, plus the first release's loop
+(benchmarks/memory_presets.py). Each runs in a fresh subprocess.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def run(names: list[str], device: str, log=print) -> dict:
         preset = PRESETS[name]
         results[name] = {"description": preset.description, "settings": preset.as_dict(),
                          **_run_one(name, device, log)}
-        target = TARGETS.get(preset.memory) if preset.memory else None
+        target = TARGETS.get(name)  # the node presets at the loader's default budget
         if target is not None and device == "fake":
             results[name]["targets"] = {k: {"target": v, "met": results[name][k] <= v} for k, v in target.items()}
     return results

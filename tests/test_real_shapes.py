@@ -29,8 +29,8 @@ if str(REPO) not in sys.path:
 
 from benchmarks.accounting import GIB  # noqa: E402
 from benchmarks.loop_harness import LoopSettings, Scale  # noqa: E402
-from benchmarks.memory_presets import FIRST_RELEASE, PRESETS, TEACHER_BUDGETS, row_name  # noqa: E402
-from tto_engine.presets import PRESETS as NODE_PRESETS  # noqa: E402
+from benchmarks.memory_presets import FIRST_RELEASE, FULL_BUDGET, PRESETS, TEACHER_BUDGETS, row_name  # noqa: E402
+from tto_engine.presets import PRESETS as NODE_PRESETS, TEACHER_VIDEO_PIXELS  # noqa: E402
 from benchmarks.real_models import TeacherSettings  # noqa: E402
 
 WAN = dict(dim=128, ffn_dim=256, layers=2)
@@ -171,9 +171,12 @@ def test_presets_change_only_what_they_name(runs):
 
 
 def test_the_preset_table_is_the_nodes():
-    assert set(PRESETS) == {row_name(name, pixels) for pixels in TEACHER_BUDGETS
-                            for name in (FIRST_RELEASE, *NODE_PRESETS)}
-    assert {"default", "24gb", "first_release"} <= set(PRESETS) and 0 in TEACHER_BUDGETS and len(TEACHER_BUDGETS) > 1
+    assert set(PRESETS) == {FIRST_RELEASE} | {row_name(name, pixels, TEACHER_VIDEO_PIXELS)
+                                              for pixels in TEACHER_BUDGETS for name in NODE_PRESETS}
+    assert {"default", "24gb", "default@full", "24gb@full", "first_release"} <= set(PRESETS)
+    # The plain rows are what a user gets: the loader's default budget; the first release read full frames.
+    assert PRESETS["default"].teacher_pixels == PRESETS["24gb"].teacher_pixels == TEACHER_VIDEO_PIXELS
+    assert PRESETS["first_release"].teacher_pixels == PRESETS["default@full"].teacher_pixels == FULL_BUDGET
     for name, preset in PRESETS.items():
         settings = preset.settings()
         assert settings.memory is None or settings.memory in NODE_PRESETS, name
