@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import importlib.util
 import json
 import math
 import os
@@ -91,12 +90,9 @@ def import_host(world: World):
     if world.kind != "cuda":
         comfy.cli_args.args.cpu = True
         comfy.cli_args.args.use_pytorch_cross_attention = True  # SDPA, as ComfyUI picks on CUDA cards
-    if PACK not in sys.modules:
-        spec = importlib.util.spec_from_file_location(PACK, REPO_ROOT / "__init__.py",
-                                                      submodule_search_locations=[str(REPO_ROOT)])
-        package = importlib.util.module_from_spec(spec)
-        sys.modules[PACK] = package
-        spec.loader.exec_module(package)
+    from tto_runner.paths import import_as_pack
+
+    import_as_pack(PACK)
     for sub in ("nodes.comfy_reasoner", "nodes.loop_decoders", "nodes.teacher_memory", "tto_engine",
                 "tto_engine.presets", "tto_models.tokenizer", "tto_models.vae", "tto_models.wan"):
         importlib.import_module(f"{PACK}.{sub}")

@@ -2,7 +2,6 @@
 the real ComfyUI host imported in this process (for the pack's own modules and the host's model classes)."""
 
 import importlib
-import importlib.util
 import sys
 
 import pytest
@@ -44,13 +43,7 @@ def comfy():
 @pytest.fixture(scope="session")
 def pack(comfy):
     """This repository imported as the ComfyUI custom-node package it is (its modules import relatively)."""
-    from tto_runner import REPO_ROOT
+    from tto_runner.paths import import_as_pack
 
-    name = "vlm_teacher_pack"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "__init__.py",
-                                                      submodule_search_locations=[str(REPO_ROOT)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
+    name = import_as_pack("vlm_teacher_pack").__name__
     return lambda submodule: importlib.import_module(f"{name}.{submodule}")
