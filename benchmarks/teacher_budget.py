@@ -44,15 +44,18 @@ def read_frames(path) -> torch.Tensor:
 
 def grade_at(teacher: VLMTeacher, budget: int, frames, times, queries) -> dict:
     """Grade once with the teacher reading at most `budget` pixels (0: the checkpoint's own)."""
-    own = teacher.spec.video_max_pixels
-    teacher.max_video_pixels = min(budget or own, own)
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        grade = grade_frames(teacher, frames, times, queries, goal_weight=0.5)
-    h, w = teacher.video_size(*frames.shape[:1], *frames.shape[2:])
-    return {"scores": [float(s) for s in grade.scores], "frame_size": [h, w],
-            "video_tokens": int(teacher.preprocess_video(frames)[1].prod()) // teacher.spec.merge_size ** 2,
-            "flops": counter.get_total_flops()}
+    kept = teacher.max_video_pixels
+    teacher.max_video_pixels = budget
+    try:
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            grade = grade_frames(teacher, frames, times, queries, goal_weight=0.5)
+        gt, gh, gw = (int(v) for v in teacher.preprocess_video(frames)[1][0])
+    finally:
+        teacher.max_video_pixels = kept
+    patch = teacher.spec.patch_size
+    return {"scores": [float(s) for s in grade.scores], "frame_size": [gh * patch, gw * patch],
+            "video_tokens": gt * gh * gw // teacher.spec.merge_size ** 2, "flops": counter.get_total_flops()}
 
 
 def compare_budgets(teacher: VLMTeacher, videos: dict[str, torch.Tensor], queries: list[Query],

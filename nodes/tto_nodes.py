@@ -43,6 +43,10 @@ from .report import render_reward_curve, tto_report
 from .types import LORA_ATTACHMENT, QUERIES, TEACHER
 from .validation import check_widgets, verdict
 
+MEMORY_TOOLTIP = (". ".join(f"{name}: {preset.description}" for name, preset in PRESETS.items())
+                  + ". fp8 weights: UNETLoader weight_dtype fp8_e4m3fn. Each recomputed block costs about one more "
+                    "forward of itself. The losses and the LoRA are the same up to float rounding.")
+
 log = logging.getLogger(__name__)
 
 
@@ -134,10 +138,7 @@ class TTOLoop(io.ComfyNode):
                              tooltip="Decoder for the loop's predictions: a tiny TAEHV (taew2_2) is fast; the "
                                      "full Wan VAE is exact but costly. Empty: the latent format's linear RGB map."),
                 io.Combo.Input("memory", options=list(PRESETS), default="default", optional=True,
-                               tooltip="default: for 80 GB cards; recomputes a third of the Wan blocks in the backward "
-                                       "pass. 24gb: recomputes every Wan block (about one more forward per "
-                                       "iteration); use it with fp8 weights (UNETLoader weight_dtype fp8_e4m3fn). "
-                                       "The losses and the LoRA are the same up to float rounding."),
+                               tooltip=MEMORY_TOOLTIP),
             ],
             outputs=[
                 io.Model.Output(display_name="model", tooltip="The model with the adapted LoRA applied."),

@@ -32,7 +32,9 @@ def test_the_own_budget_agrees_with_itself_and_smaller_budgets_cost_less(tiny_te
     teacher = VLMTeacher.from_pretrained(tiny_teacher_dir, dtype=torch.float32)
     g = torch.Generator().manual_seed(0)
     videos = {f"v{i}": torch.rand(9, 3, 64, 64, generator=g) for i in range(2)}
+    kept = teacher.max_video_pixels
     result = compare_budgets(teacher, videos, QUERIES, [16 * 1024, 1 << 20], k=8, fps=8.0)
+    assert teacher.max_video_pixels == kept  # the teacher is handed back with its own budget
     own, low, high = (result["budgets"][b] for b in ("0", str(16 * 1024), str(1 << 20)))
     assert own["verdict_agreement"] == 1.0 and own["mean_score_change"] == 0.0 and own["flops_vs_own"] == 1.0
     assert own["frame_size"] == [64, 64]  # 8 x 64 x 64 px fit the tiny checkpoint's own budget (65,536 px)

@@ -46,8 +46,7 @@ class VLMTeacher:
         self.checkpointing = checkpointing  # recompute activations in backward when the clip makes it pay
         self.tokenizer = tokenizer
         self.spec = spec
-        # A budget caps the checkpoint's own; it never makes the teacher read more than it was set up for.
-        self.max_video_pixels = min(max_video_pixels or spec.video_max_pixels, spec.video_max_pixels)
+        self.max_video_pixels = max_video_pixels
         self.model.requires_grad_(False)
         cfg = model.config
         self.video_token_id = cfg.video_token_id
@@ -80,6 +79,16 @@ class VLMTeacher:
                    checkpointing=gradient_checkpointing)
 
     @property
+    def max_video_pixels(self) -> int:
+        return self._max_video_pixels
+
+    @max_video_pixels.setter
+    def max_video_pixels(self, budget: int | None) -> None:
+        # A budget caps the checkpoint's own (None or 0: the checkpoint's own); it never makes the teacher
+        # read more than it was set up for.
+        self._max_video_pixels = min(budget or self.spec.video_max_pixels, self.spec.video_max_pixels)
+
+    @property
     def device(self):
         return self.model.device
 
@@ -88,9 +97,6 @@ class VLMTeacher:
         if not ids:
             raise ValueError(f"The tokenizer cannot encode the answer {answer!r}.")
         return ids
-
-    # ---------------------------------------------------------------------------------------------
-    # Pixels -> patches, in torch (differentiable), mirroring the checkpoint's processor.
 
     # ---------------------------------------------------------------------------------------------
     # Pixels -> patches, in torch (differentiable), mirroring the checkpoint's processor.
@@ -140,7 +146,6 @@ class VLMTeacher:
                                     add_special_tokens=False)
         types = [VIDEO if i == self.video_token_id else TEXT for i in ids]
         return ids, types
-
 
     # ---------------------------------------------------------------------------------------------
     def score(self, frames: torch.Tensor, queries: Sequence[Query], timestamps: Sequence[float] | None = None,
@@ -288,7 +293,6 @@ class VLMTeacher:
             raise ValueError("The instruction is empty: the teacher needs the task text to write queries.")
         reply = self.generate(build_query_request(instruction), first_frame, max_new_tokens)
         return parse_query_proposal(reply, instruction)
-
 
 
 def _common_prefix_length(sequences: list[list[int]]) -> int:
