@@ -3,7 +3,7 @@
 The iteration runs the functions TTOLoop.execute calls, in its order: `surrogate_decoder` over a TAEHV,
 `run_with_comfy_model` (the model, noise, conditioning and image-to-video mask prepared exactly as a
 KSampler would: the host's CFGGuider, per-token timesteps from the noise mask, training flag, PyTorch
-attention), then inside it `load_teacher` (teacher, Wan model and decoder loaded by ComfyUI),
+attention; the teacher and the decoder loaded by ComfyUI together with the sampler's model), then inside it
 `autograd_usable`, `LoRAAdapter(module, spec, compute_dtype(model))` and `tto_engine.run_tto` with the
 memory preset's `checkpoint_reasoner`. With `memory=None` it runs the first release's loop instead through
 the engine's own options (see benchmarks/memory_presets.py).
@@ -222,7 +222,6 @@ def _iteration(pack, world, settings, scale, seed, models, out):
     lora_dtype = torch.float32 if first_release else None
 
     def loop(reasoner, noise, latent_image, denoise_mask):  # TTOLoop.execute's `loop`, call for call
-        pack.nodes.teacher_memory.load_teacher(teacher, model, vae.patcher)
         with cr.autograd_usable(module, teacher.model, vae.first_stage_model):
             with world.building(), _role(world, "lora"):
                 lora = engine.LoRAAdapter(module, spec, lora_dtype or cr.compute_dtype(model))
@@ -241,7 +240,8 @@ def _iteration(pack, world, settings, scale, seed, models, out):
         if first_release:  # every frame decoded with gradients, the graded ones picked afterwards
             loop_decoder = engine.ModuleDecoder(loop_decoder.fn, loop_decoder.temporal_stride)
         cr.run_with_comfy_model(model, cr.clone_tensors(positive), cr.clone_tensors(negative),
-                                cr.clone_tensors(latent), seed, scale.steps, 1.0, "euler", "simple", loop)
+                                cr.clone_tensors(latent), seed, scale.steps, 1.0, "euler", "simple", loop,
+                                companions=[teacher.patcher, vae.patcher])
     if "iteration_s" not in out:
         raise RuntimeError("The loop stopped before its second iteration; nothing was measured.")
 

@@ -194,7 +194,7 @@ def build_teacher(pack, world: World, settings: TeacherSettings, config_folder: 
                   overrides: dict | None = None, seed: int = 0):
     """The pack's VLMTeacher around a random Qwen3-VL built from `config_folder`'s config, with
     `overrides` ({"text": {...}, "vision": {...}}) applied (smaller models for tests). Like VLMTeacherLoader
-    leaves it: on the offload device with its ModelPatcher; the loop loads it (`load_teacher`)."""
+    leaves it: on the offload device with its ModelPatcher, which the loop has ComfyUI load."""
     import comfy.model_management
     from transformers import Qwen3VLForConditionalGeneration
 
