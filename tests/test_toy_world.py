@@ -92,7 +92,7 @@ def test_ground_truth_passes_and_keeps_constant_speed_and_clearance(instances):
         assert np.allclose(np.diff(arc_length(ins.waypoints, centres)), path_length(ins.waypoints) / 16)
         assert np.allclose(centres[-1], ins.target_centre) and np.allclose(centres[0], ins.ball)
         dense = W.positions_along(ins.waypoints, 400)
-        assert (W._distance_to_boxes(dense, ins.obstacles) >= W.BALL_RADIUS + W.CLEARANCE - 1e-9).all()
+        assert (W.distance_to_boxes(dense, ins.obstacles) >= W.BALL_RADIUS + W.CLEARANCE - 1e-9).all()
         verdict = W.check_video(W.render_video(ins), ins)
         assert verdict.success, (ins.index, verdict)
 
@@ -108,7 +108,7 @@ def test_ground_truth_survives_the_video_codec(tmp_path, instances):
 def test_a_blocked_straight_path_detours(instances):
     ins = detour_instance(instances)
     straight = np.linspace(ins.ball, ins.target_centre, 400)
-    assert (W._distance_to_boxes(straight, ins.obstacles) < W.BALL_RADIUS + W.CLEARANCE).any()
+    assert (W.distance_to_boxes(straight, ins.obstacles) < W.BALL_RADIUS + W.CLEARANCE).any()
     assert sum(len(i.waypoints) == 3 for i in instances) > 30
 
 

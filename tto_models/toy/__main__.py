@@ -27,6 +27,28 @@ def _score(args) -> int:
     return 0
 
 
+def _train_autoencoder(args) -> int:
+    import json as _json
+
+    import torch
+
+    from . import code_autoencoder as CA
+    from .taehv import load, save
+
+    torch.set_num_threads(args.threads)
+    model = load(args.resume) if args.resume else CA.new_model(args.seed)
+    if args.decoder_steps:
+        CA.train_decoder(model, CA.Schedule(args.decoder_steps, args.batch, args.decoder_lr), seed=args.seed)
+    if args.encoder_steps:
+        CA.train_encoder(model, CA.Schedule(args.encoder_steps, 16, args.encoder_lr), seed=args.seed)
+    save(model, args.out)
+    print(f"wrote {args.out}")
+    if args.judge:
+        print("decoder:", _json.dumps(CA.judge_decoder(model, args.judge)))
+        print("encoder:", _json.dumps(CA.judge_encoder(model, args.judge)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tto_models.toy", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -46,6 +68,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tasks", required=True, help="the tasks folder the videos were made from")
     s.add_argument("--json", help="where to write the per-task verdicts (default <videos>/toy_scores.json)")
     s.set_defaults(run=_score)
+
+    a = sub.add_parser("train-autoencoder", help="train the 48-channel TAEHV for the designed latent code")
+    a.add_argument("--out", required=True, help="where to write the TAEHV (float16 safetensors, host layout)")
+    a.add_argument("--resume", help="start from this TAEHV file instead of a fresh one")
+    a.add_argument("--decoder-steps", type=int, default=1000)
+    a.add_argument("--decoder-lr", type=float, default=1e-3)
+    a.add_argument("--batch", type=int, default=8, help="decoder crops per step")
+    a.add_argument("--encoder-steps", type=int, default=600)
+    a.add_argument("--encoder-lr", type=float, default=1e-3)
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--threads", type=int, default=2)
+    a.add_argument("--judge", type=int, default=100, help="held-out instances to judge it on (0: none)")
+    a.set_defaults(run=_train_autoencoder)
     return p
 
 

@@ -146,7 +146,7 @@ def layout_ok(ball, target, obstacles) -> bool:
     return abs(ball[0] - tc[0]) + abs(ball[1] - tc[1]) >= MIN_L1
 
 
-def _distance_to_boxes(points: np.ndarray, obstacles) -> np.ndarray:
+def distance_to_boxes(points: np.ndarray, obstacles) -> np.ndarray:
     """[..., 2] points -> distance to the nearest obstacle box (0 inside one); inf without obstacles."""
     best = np.full(points.shape[:-1], np.inf)
     for ox, oy in obstacles:
@@ -174,7 +174,7 @@ def _segments_clear(starts: np.ndarray, end: np.ndarray, obstacles) -> np.ndarra
     ok = np.ones(len(starts), bool)
     for ox, oy in obstacles:
         corners = np.array([[ox, oy], [ox + X_SIZE, oy], [ox, oy + X_SIZE], [ox + X_SIZE, oy + X_SIZE]], float)
-        dist = np.minimum(_distance_to_boxes(starts, [(ox, oy)]), _distance_to_boxes(end, [(ox, oy)]))
+        dist = np.minimum(distance_to_boxes(starts, [(ox, oy)]), distance_to_boxes(end, [(ox, oy)]))
         for c in corners:
             dist = np.minimum(dist, _point_segment_distance(c, starts, end))
         ok &= (dist >= need) & ~_crosses_box(starts, end, (ox, oy))
@@ -324,6 +324,12 @@ class Verdict:
         return asdict(self)
 
 
+def inside_target(point, target) -> bool:
+    """Rule 1's geometry: the point lies in the square at top-left `target`, edges included."""
+    tx, ty = target
+    return bool(tx <= point[0] <= tx + TARGET_SIZE and ty <= point[1] <= ty + TARGET_SIZE)
+
+
 def check_video(frames: np.ndarray, instance: Instance) -> Verdict:
     """Score one video (uint8 [T, H, W, 3], any size) against its instance's positions."""
     frames = np.asarray(frames)
@@ -337,8 +343,7 @@ def check_video(frames: np.ndarray, instance: Instance) -> Verdict:
     if last.any():
         ys, xs = np.nonzero(last)
         centroid = (float(xs.mean() + 0.5), float(ys.mean() + 0.5))
-        tx, ty = instance.target
-        goal = tx <= centroid[0] <= tx + TARGET_SIZE and ty <= centroid[1] <= ty + TARGET_SIZE
+        goal = inside_target(centroid, instance.target)
     boxes = np.zeros((SIZE, SIZE), bool)
     for ox, oy in instance.obstacles:
         boxes[oy:oy + X_SIZE, ox:ox + X_SIZE] = True

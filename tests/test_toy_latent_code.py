@@ -1,0 +1,85 @@
+"""The toy world's designed latent code: positions read back, averaging codes averages positions, and the
+checker's rules applied to a code agree with the checker on the videos drawn from it."""
+
+import numpy as np
+import pytest
+
+from tto_models.toy import code_autoencoder as CA
+from tto_models.toy import latent_code as LC
+from tto_models.toy import world as W
+
+
+@pytest.fixture(scope="module")
+def instances():
+    return [W.generate_instance(11, i) for i in range(60)]
+
+
+def test_code_has_wan22_geometry_and_frame_groups():
+    assert LC.SHAPE == (48, 5, 8, 8)
+    slots = LC.frame_slots()
+    assert len(set(slots)) == W.FRAMES == 17
+    # Wan 2.2 groups frames causally: frame 0 alone, then four per latent frame
+    assert slots[0] == (0, 3) and slots[1] == (1, 0) and slots[4] == (1, 3) and slots[16] == (4, 3)
+
+
+def test_positions_sizes_and_target_read_back(instances):
+    rng = np.random.default_rng(0)
+    for ins in instances[:20]:
+        centres = rng.uniform(0, W.SIZE, (W.FRAMES, 2))
+        radii = rng.uniform(2, 9, W.FRAMES)
+        code = LC.encode(ins, centres, radii)
+        assert code.shape == LC.SHAPE and not code[LC.USED_CHANNELS:].any()
+        got_c, got_r = LC.ball_track(code)
+        np.testing.assert_allclose(got_c, centres, atol=1e-4)
+        np.testing.assert_allclose(got_r, radii, atol=1e-4)
+        np.testing.assert_allclose(LC.target_centre(code), ins.target_centre, atol=1e-4)
+
+
+def test_averaging_codes_averages_positions(instances):
+    ins = instances[0]
+    a = np.asarray(ins.centres())
+    b = a + np.array([20.0, -12.0])
+    mean_code = 0.5 * (LC.encode(ins, a) + LC.encode(ins, b))
+    np.testing.assert_allclose(LC.ball_track(mean_code)[0], 0.5 * (a + b), atol=1e-4)
+
+
+def test_ink_counts_the_stroke_pixels(instances):
+    for ins in instances[:15]:
+        strokes = sum(W.x_mark_mask(o).sum() for o in ins.obstacles)
+        ink = LC.ink(ins)
+        assert ink.sum() * LC.SUB_BLOCK ** 2 / LC.INK_GAIN == pytest.approx(strokes)
+        assert (ink.sum() > 0) == bool(ins.obstacles)
+
+
+def test_plan_verdict_agrees_with_the_checker(instances):
+    """Ground truth passes both; undershoots, paths through a mark and shrinking balls fail the same rule
+    in both, whether judged on the code or on the video drawn from it."""
+    kinds = {"goal": 0, "obstacles": 0, "size": 0}
+    for ins in instances:
+        assert LC.plan_verdict(LC.encode(ins), ins).success
+        assert W.check_video(W.render_video(ins), ins).success
+        start, end = np.asarray(ins.ball), np.asarray(ins.target_centre)
+        short = W.positions_along([start, start + 0.5 * (end - start)], W.FRAMES)
+        shrink = np.linspace(W.BALL_RADIUS, 3.0, W.FRAMES)
+        cases = [(short, None, "goal"), (ins.centres(), shrink, "size")]
+        if ins.obstacles:
+            through = LC.mark_centre(ins.obstacles[0])
+            cases.append((W.positions_along([start, through, end], W.FRAMES), None, "obstacles"))
+        for centres, radii, rule in cases:
+            by_code = LC.plan_verdict(LC.encode(ins, centres, radii), ins)
+            by_pixels = W.check_video(W.render_video(ins, centres, radii), ins)
+            assert not getattr(by_code, rule) and not getattr(by_pixels, rule), (ins.index, rule)
+            kinds[rule] += 1
+    assert min(kinds.values()) > 10
+
+
+def test_training_scenes_break_each_rule_and_keep_the_scene():
+    rng = np.random.default_rng(1)
+    failed = {r: 0 for r in W.RULES}
+    for i in range(120):
+        ins = W.generate_instance(CA.TRAIN_SEED, i)
+        centres, radii = CA.training_scene(rng, ins)
+        np.testing.assert_allclose(centres[0], ins.ball, atol=2.0)
+        for r in LC.plan_verdict(LC.encode(ins, centres, radii), ins).failed_rules():
+            failed[r] += 1
+    assert all(n >= 10 for n in failed.values()), failed

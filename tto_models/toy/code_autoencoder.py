@@ -1,0 +1,210 @@
+"""Train the host's 48-channel TAEHV for the designed code (latent_code.py): the decoder draws a code's scene,
+the encoder reads a first frame back into latent frame 0 of its code.
+
+The decoder learns from scenes the reasoner may produce, not only ground truth: straight paths that stop
+anywhere, paths through the marks, balls that shrink or grow. It trains on crops (3 latent frames, 4 x 4
+cells); it is convolutional, and the crops make a step about ten times cheaper than a whole video.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import latent_code as LC
+from . import world
+from .taehv import TAEHV
+
+TRAIN_SEED = 100          # instance stream of the training scenes
+CHECK_SEED = 1000         # held-out stream for the figures
+CROP_CELLS = 4
+CROP_LATENT_FRAMES = 3    # output frames 0..8
+OBJECT_WEIGHT = 20.0      # loss weight of non-white pixels (ball, target, marks) against the background
+
+
+# ------------------------------------------------------------------------------------------- scenes
+
+
+def _straight(start, end) -> np.ndarray:
+    return world.positions_along([start, end], world.FRAMES)
+
+
+def training_scene(rng: np.random.Generator, instance: world.Instance) -> tuple[np.ndarray, np.ndarray]:
+    """Ball centres [17, 2] and radii [17] for one training scene of the instance."""
+    start = np.asarray(instance.ball)
+    kind = rng.random()
+    if kind < 0.25:
+        centres = instance.centres()
+    elif kind < 0.5:        # stops near the target (undershoot, overshoot)
+        centres = _straight(start, np.asarray(instance.target_centre) + rng.normal(0, 10, 2))
+    elif kind < 0.7 and instance.obstacles:   # straight through a mark
+        o = LC.mark_centre(instance.obstacles[rng.integers(len(instance.obstacles))])
+        end = np.asarray(o) + (np.asarray(o) - start) * rng.uniform(0, 1.0)
+        centres = _straight(start, end)
+    else:                   # anywhere
+        centres = _straight(start, rng.uniform(0, world.SIZE, 2))
+    centres = np.clip(centres + rng.normal(0, 0.5, centres.shape) * (rng.random() < 0.3), 2, world.SIZE - 2)
+    radii = np.full(world.FRAMES, float(world.BALL_RADIUS))
+    if rng.random() < 0.3:
+        radii = np.linspace(world.BALL_RADIUS, rng.uniform(2.5, 9.0), world.FRAMES)
+    return centres, radii
+
+
+def scene_pair(rng: np.random.Generator, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """(code [48, 5, 8, 8], frames float [3, 17, 128, 128] in [0, 1]) of training scene `index`."""
+    instance = world.generate_instance(TRAIN_SEED, index)
+    centres, radii = training_scene(rng, instance)
+    frames = world.render_video(instance, centres, radii)
+    return LC.encode(instance, centres, radii), frames.transpose(3, 0, 1, 2).astype(np.float32) / 255.0
+
+
+def _crop(rng, code: np.ndarray, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A window of 3 latent frames from the first and 4 x 4 cells, half the time over a drawn object."""
+    c, f = CROP_CELLS, 4 * CROP_LATENT_FRAMES - 3
+    ink = (frames[:, :f] < 0.9).any(axis=(0, 1))             # any non-white pixel in the window
+    if rng.random() < 0.5 and ink.any():
+        ys, xs = np.nonzero(ink)
+        k = rng.integers(len(ys))
+        cy, cx = ys[k] // LC.CELL, xs[k] // LC.CELL
+        y0 = int(np.clip(cy - rng.integers(c), 0, LC.GRID - c))
+        x0 = int(np.clip(cx - rng.integers(c), 0, LC.GRID - c))
+    else:
+        y0, x0 = (int(v) for v in rng.integers(0, LC.GRID - c + 1, 2))
+    p = LC.CELL
+    return (code[:, :CROP_LATENT_FRAMES, y0:y0 + c, x0:x0 + c],
+            frames[:, :f, y0 * p:(y0 + c) * p, x0 * p:(x0 + c) * p])
+
+
+def batch(rng, first_index: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    codes, frames = zip(*(_crop(rng, *scene_pair(rng, first_index + i)) for i in range(size)))
+    return torch.from_numpy(np.stack(codes)), torch.from_numpy(np.stack(frames))
+
+
+def decoder_loss(decoded: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    weight = 1.0 + OBJECT_WEIGHT * (frames < 0.9).any(dim=1, keepdim=True).float()
+    return (weight * (decoded - frames) ** 2).mean()
+
+
+# ------------------------------------------------------------------------------------------- training
+
+
+@dataclass
+class Schedule:
+    steps: int
+    batch: int
+    lr: float
+
+    def lr_at(self, step: int) -> float:
+        """Linear warm-up over the first 5% (a fresh TAEHV diverges for a while at full rate), then cosine
+        down to lr / 10."""
+        warm = max(1, self.steps // 20)
+        if step < warm:
+            return self.lr * (step + 1) / warm
+        return self.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(1, self.steps))))
+
+
+def new_model(seed: int = 0) -> TAEHV:
+    torch.manual_seed(seed)
+    model = TAEHV()
+    with torch.no_grad():
+        model.decoder[-1].bias.fill_(1.0)    # start from a white frame
+    return model
+
+
+def train_decoder(model: TAEHV, schedule: Schedule, seed: int = 0, log=print, start_index: int = 0) -> TAEHV:
+    rng = np.random.default_rng(seed)
+    params = list(model.decoder.parameters())
+    opt = torch.optim.Adam(params, lr=schedule.lr)
+    t0, running = time.time(), None
+    for step in range(schedule.steps):
+        for g in opt.param_groups:
+            g["lr"] = schedule.lr_at(step)
+        codes, frames = batch(rng, start_index + step * schedule.batch, schedule.batch)
+        loss = decoder_loss(model.decode(codes), frames)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        if step % 50 == 0 or step == schedule.steps - 1:
+            log(f"decoder step {step}: loss {running:.4f} ({time.time() - t0:.0f} s)")
+    return model
+
+
+def first_frame_pair(rng, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """(frame 0 float [3, 128, 128], latent frame 0 of its code [48, 8, 8]) for encoder training."""
+    instance = world.generate_instance(TRAIN_SEED, index)
+    frame = world.render_video(instance, np.asarray([instance.ball] * world.FRAMES))[0]
+    return frame.transpose(2, 0, 1).astype(np.float32) / 255.0, LC.encode(instance)[:, 0]
+
+
+def train_encoder(model: TAEHV, schedule: Schedule, seed: int = 0, log=print, start_index: int = 0) -> TAEHV:
+    rng = np.random.default_rng(seed)
+    params = list(model.encoder.parameters())
+    opt = torch.optim.Adam(params, lr=schedule.lr)
+    t0, running = time.time(), None
+    for step in range(schedule.steps):
+        for g in opt.param_groups:
+            g["lr"] = schedule.lr_at(step)
+        frames, codes = zip(*(first_frame_pair(rng, start_index + step * schedule.batch + i)
+                              for i in range(schedule.batch)))
+        pred = model.encode_still(torch.from_numpy(np.stack(frames)))
+        loss = ((pred - torch.from_numpy(np.stack(codes))) ** 2).mean() * (LC.CHANNELS / LC.USED_CHANNELS)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        if step % 50 == 0 or step == schedule.steps - 1:
+            log(f"encoder step {step}: loss {running:.5f} ({time.time() - t0:.0f} s)")
+    return model
+
+
+# ------------------------------------------------------------------------------------------- figures
+
+
+def to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """[3, T, H, W] float -> uint8 [T, H, W, 3], as SaveVideo writes it."""
+    return (frames.clamp(0, 1) * 255).round().byte().permute(1, 2, 3, 0).numpy()
+
+
+@torch.no_grad()
+def judge_decoder(model: TAEHV, n: int, seed: int = CHECK_SEED) -> dict:
+    """Ground-truth codes of n held-out instances, decoded whole: checker verdicts, and how much of the
+    X strokes the decoder draws dark (mark recall) against dark pixels elsewhere."""
+    verdicts, recall, stray = [], [], []
+    for i in range(n):
+        instance = world.generate_instance(seed, i)
+        video = to_uint8(model.decode(torch.from_numpy(LC.encode(instance))[None])[0])
+        verdicts.append(world.check_video(video, instance))
+        dark = (video[0].max(axis=-1) < 128)
+        strokes = np.zeros(dark.shape, bool)
+        for o in instance.obstacles:
+            strokes |= world.x_mark_mask(o)
+        if strokes.any():
+            recall.append(float(dark[strokes].mean()))
+        stray.append(float(dark[~strokes].mean()))
+    tally = {r: sum(not getattr(v, r) for v in verdicts) for r in world.RULES}
+    return {"n": n, "passed": sum(v.success for v in verdicts), "failures": tally,
+            "mark_recall": float(np.mean(recall)) if recall else None, "stray_dark": float(np.mean(stray))}
+
+
+@torch.no_grad()
+def judge_encoder(model: TAEHV, n: int, seed: int = CHECK_SEED) -> dict:
+    """Ball and target positions read from encoded first frames against the truth, in pixels."""
+    ball, target = [], []
+    for i in range(n):
+        instance = world.generate_instance(seed, i)
+        frame = world.render_video(instance, np.asarray([instance.ball] * world.FRAMES))[0]
+        x = torch.from_numpy(frame.transpose(2, 0, 1).astype(np.float32) / 255.0)[None]
+        code = np.zeros(LC.SHAPE, np.float32)
+        code[:, 0] = model.encode_still(x)[0].numpy()
+        centres, _ = LC.ball_track(code)
+        ball.append(float(np.hypot(*(centres[0] - np.asarray(instance.ball)))))
+        target.append(float(np.hypot(*(LC.target_centre(code) - np.asarray(instance.target_centre)))))
+    return {"n": n, "ball_px_mean": float(np.mean(ball)), "ball_px_max": float(np.max(ball)),
+            "target_px_mean": float(np.mean(target))}
