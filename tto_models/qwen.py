@@ -63,9 +63,9 @@ def _tiny_text_config(tok, ids: dict, **family) -> dict:
 
 
 def _tiny_vision_config(**family) -> dict:
-    """The vision tower shared by both tiny teachers; `family` adds the fields that differ."""
-    return dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, in_channels=3, spatial_merge_size=2,
-                temporal_patch_size=2, out_hidden_size=128, **family)
+    """The vision tower shared by both tiny teachers; `family` adds the fields that differ or overrides them."""
+    return {**dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, in_channels=3, spatial_merge_size=2,
+                   temporal_patch_size=2, out_hidden_size=128), **family}
 
 
 def _build_teacher(out_dir, seed: int, config_class, model_class, text: dict, vision: dict, processor) -> pathlib.Path:
@@ -84,7 +84,8 @@ def _build_teacher(out_dir, seed: int, config_class, model_class, text: dict, vi
     return out
 
 
-def build_tiny_qwen3vl(out_dir, seed: int = 0) -> pathlib.Path:
+def build_tiny_qwen3vl(out_dir, seed: int = 0, patch_size: int = 16, image_mean: float = 0.5,
+                       video_max_pixels: int = 32 * 32 * 64, vision_depth: int = 2) -> pathlib.Path:
     """Write a tiny random Qwen3-VL checkpoint folder and return its path.
 
     Loadable with ``Qwen3VLForConditionalGeneration.from_pretrained(out_dir, local_files_only=True)`` and
@@ -95,19 +96,22 @@ def build_tiny_qwen3vl(out_dir, seed: int = 0) -> pathlib.Path:
     Processors as the real checkpoint's (mean = std = 0.5, fps 2, frame sampling on) but with small
     pixel budgets: video size shortest_edge 32*32*2 / longest_edge 32*32*64 (t*h*w pixels),
     image shortest_edge 32*32*4 / longest_edge 32*32*256. The folder is replaced if it exists.
+    The keyword arguments change the patch size, the pixel mean (std stays 0.5), the video pixel budget and
+    the vision depth (the toy world's teacher reads small shapes on white: patch 8, mean 1).
     """
     from transformers import (Qwen2VLImageProcessor, Qwen3VLConfig, Qwen3VLForConditionalGeneration,
                               Qwen3VLProcessor, Qwen3VLVideoProcessor)
 
     half = [0.5, 0.5, 0.5]
+    mean = [image_mean] * 3
 
     def processor(tok):
         image_processor = Qwen2VLImageProcessor(
-            patch_size=16, temporal_patch_size=2, merge_size=2, image_mean=half, image_std=half,
+            patch_size=patch_size, temporal_patch_size=2, merge_size=2, image_mean=mean, image_std=half,
             size={"shortest_edge": 32 * 32 * 4, "longest_edge": 32 * 32 * 256})
         video_processor = Qwen3VLVideoProcessor(
-            patch_size=16, temporal_patch_size=2, merge_size=2, image_mean=half, image_std=half,
-            size={"shortest_edge": 32 * 32 * 2, "longest_edge": 32 * 32 * 64},
+            patch_size=patch_size, temporal_patch_size=2, merge_size=2, image_mean=mean, image_std=half,
+            size={"shortest_edge": 32 * 32 * 2, "longest_edge": video_max_pixels},
             fps=2, min_frames=4, max_frames=768, do_sample_frames=True, cap_pixels_per_frame=False)
         return Qwen3VLProcessor(image_processor=image_processor, tokenizer=tok, video_processor=video_processor,
                                 chat_template=CHAT_TEMPLATE)
@@ -117,8 +121,8 @@ def build_tiny_qwen3vl(out_dir, seed: int = 0) -> pathlib.Path:
         text=dict(head_dim=32, attention_bias=False,
                   rope_parameters={"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [6, 5, 5],
                                    "mrope_interleaved": True}),
-        vision=dict(hidden_act="gelu_pytorch_tanh", patch_size=16, num_position_embeddings=2304,
-                    deepstack_visual_indexes=[0]),
+        vision=dict(hidden_act="gelu_pytorch_tanh", patch_size=patch_size, num_position_embeddings=2304,
+                    deepstack_visual_indexes=[0], depth=vision_depth),
         processor=processor)
 
 

@@ -49,6 +49,33 @@ def _train_autoencoder(args) -> int:
     return 0
 
 
+def _train_reasoner(args) -> int:
+    import json as _json
+
+    import torch
+
+    from . import reasoner as R
+    from .taehv import load as load_taehv
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    patcher = R.load(args.resume) if args.resume else R.new(out, seed=args.seed)
+    decoder = load_taehv(args.autoencoder) if args.autoencoder else None
+
+    def checkpoint(step: int) -> None:
+        path = out.with_name(f"{out.stem}.step{step}{out.suffix}")
+        R.save(patcher, path)
+        report = R.evaluate(patcher, args.eval, decoder=decoder) if args.eval else {}
+        print(f"step {step}: wrote {path}", _json.dumps(report), flush=True)
+
+    R.train(patcher, R.Schedule(args.steps, args.batch, args.lr), seed=args.seed, checkpoint=checkpoint,
+            checkpoint_every=args.checkpoint_every)
+    R.save(patcher, out)
+    report = R.evaluate(patcher, args.eval, decoder=decoder) if args.eval else {}
+    print(f"wrote {out}", _json.dumps(report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tto_models.toy", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -81,6 +108,20 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--threads", type=int, default=2)
     a.add_argument("--judge", type=int, default=100, help="held-out instances to judge it on (0: none)")
     a.set_defaults(run=_train_autoencoder)
+
+    r = sub.add_parser("train-reasoner", help="train the tiny Wan 2.2 TI2V-5B-layout reasoner on the designed code")
+    r.add_argument("--out", required=True, help="where to write it (safetensors, loads in stock UNETLoader); "
+                                                "checkpoints go beside it as <name>.stepN.safetensors")
+    r.add_argument("--resume", help="continue training this reasoner file")
+    r.add_argument("--steps", type=int, default=400)
+    r.add_argument("--batch", type=int, default=16)
+    r.add_argument("--lr", type=float, default=1e-3)
+    r.add_argument("--seed", type=int, default=1)
+    r.add_argument("--checkpoint-every", type=int, default=0)
+    r.add_argument("--eval", type=int, default=100, help="held-out instances sampled at each checkpoint (0: none)")
+    r.add_argument("--autoencoder", help="a trained toy TAEHV: also judge the decoded videos")
+    r.add_argument("--threads", type=int, default=1)
+    r.set_defaults(run=_train_reasoner)
     return p
 
 

@@ -1,0 +1,62 @@
+"""The toy world's trainable models, at a few steps: the reasoner is the host's Wan 2.2 5B network run as
+stock image-to-video runs it, and the teacher learns through the pack's own grading path."""
+
+import numpy as np
+import pytest
+import torch
+
+from tto_models.toy import latent_code as LC
+from tto_models.toy import reasoner as R
+from tto_models.toy import teacher as T
+from tto_models.toy import world as W
+
+
+def test_reasoner_is_a_stock_wan22_5b_and_keeps_the_first_frame(comfy, tmp_path):
+    patcher = R.new(tmp_path / "r.safetensors")
+    assert type(patcher.model).__name__ == "WAN22"
+    assert type(patcher.model.latent_format).__name__ == "Wan22"
+    before = {k: v.clone() for k, v in patcher.model.diffusion_model.state_dict().items()}
+    R.train(patcher, R.Schedule(steps=2, batch=2))
+    after = patcher.model.diffusion_model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    R.save(patcher, tmp_path / "trained.safetensors")
+    reloaded = R.load(tmp_path / "trained.safetensors")          # what UNETLoader does
+    first = LC.encode(W.generate_instance(5, 0))[:, 0]
+    a = R.sample(patcher.model, first, seed=3)
+    b = R.sample(reloaded.model, first, seed=3)
+    assert a.shape == LC.SHAPE
+    np.testing.assert_allclose(a[:, 0], first, atol=1e-5)        # frame 0 is the start image's code
+    np.testing.assert_allclose(a, b, atol=1e-4)
+    one = R.sample(patcher.model, first, seed=3, one_step=True)
+    assert one.shape == LC.SHAPE and not np.allclose(one, a)
+
+
+@pytest.fixture(scope="module")
+def toy_teacher(tmp_path_factory):
+    return T.build(tmp_path_factory.mktemp("toy_teacher") / "teacher")
+
+
+def test_teacher_reads_small_patches_on_white(toy_teacher):
+    assert toy_teacher.spec.patch_size == 8 and toy_teacher.spec.mean == (1.0, 1.0, 1.0)
+    frames, times = T.clip_frames(W.render_video(W.generate_instance(5, 1)))
+    assert frames.shape == (T.K, 3, 128, 128) and times[-1] == pytest.approx(16 / W.FPS)
+
+
+def test_examples_are_labelled_by_the_checker_on_their_own_frames():
+    examples = T.make_examples(T.TEACHER_SEED, 30)
+    assert {e.source for e in examples} == {"drawn"}                 # no decoder or reasoner given
+    for e in examples:
+        assert e.verdict == W.check_video(e.video, e.instance)
+        assert ("obstacles" in e.labels()) == bool(e.instance.obstacles)
+    assert any(not all(e.labels().values()) for e in examples) and any(all(e.labels().values()) for e in examples)
+
+
+def test_teacher_learns_through_the_grading_path(toy_teacher):
+    examples = T.make_examples(T.TEACHER_SEED, 8)
+    with torch.no_grad():
+        before = sum(float(T.example_loss(toy_teacher, e)) for e in examples)
+    T.train(toy_teacher, examples, steps=4, batch=8, lr=3e-3)
+    with torch.no_grad():
+        after = sum(float(T.example_loss(toy_teacher, e)) for e in examples)
+    assert after < 0.8 * before
+    assert not any(p.requires_grad for p in toy_teacher.model.parameters())

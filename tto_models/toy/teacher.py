@@ -1,0 +1,174 @@
+"""The toy teacher: a tiny Qwen3-VL (the pack's own tiny builder, patch 8 and pixel mean 1, so a 6 px ball
+fills a patch and the white background reads as zero) trained to answer the family's three yes/no questions
+from K frames, through the pack's own grading path (`VLMTeacher.score`), so it is trained on exactly what
+the loop computes.
+
+Its data are clips the loop will show it, labelled by the checker on the frames themselves: scenes drawn
+exactly (ground truth and every kind of rule break), the same scenes decoded by the toy TAEHV (blur
+included), and the reasoner's own 4-step samples and one-step predictions, decoded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import latent_code as LC
+from . import world
+from .code_autoencoder import to_uint8, training_scene
+
+TEACHER_SEED = 300        # instance stream of the training clips
+CHECK_SEED = 1000
+K = 9                     # frames shown to the teacher: 0, 2, ..., 16
+SOURCES = ("drawn", "decoded", "sample", "one_step")
+
+QUESTIONS = {
+    "goal": "Is the yellow ball inside the red square at the end of the video?",
+    "obstacles": "Does the yellow ball stay clear of the black X marks the whole time?",
+    "size": "Does the yellow ball keep its size the whole time?",
+}
+KINDS = {"goal": "goal", "obstacles": "process", "size": "process"}
+
+
+def rules_for(instance: world.Instance) -> list[str]:
+    """The questions an instance's instruction asks about (the marks only when there are marks)."""
+    return [r for r in world.RULES if r != "obstacles" or instance.obstacles]
+
+
+def queries_for(instance: world.Instance):
+    """The family's queries for an instance, as the pack's Query objects (expected answer: Yes)."""
+    from tto_engine import Query
+
+    return [Query(QUESTIONS[r], KINDS[r]) for r in rules_for(instance)]
+
+
+def clip_frames(video: np.ndarray) -> tuple[torch.Tensor, list[float]]:
+    """uint8 [17, H, W, 3] -> the K frames the loop shows ([K, 3, H, W] in [0, 1]) and their times (s)."""
+    from tto_engine.grading import frame_times, sample_frame_indices
+
+    idx = sample_frame_indices(video.shape[0], K)
+    frames = torch.from_numpy(np.ascontiguousarray(video[idx])).permute(0, 3, 1, 2).float() / 255.0
+    return frames, frame_times(idx, world.FPS)
+
+
+@dataclass
+class Example:
+    video: np.ndarray            # uint8 [17, 128, 128, 3]
+    instance: world.Instance
+    source: str
+    verdict: world.Verdict
+
+    def labels(self) -> dict[str, bool]:
+        return {r: bool(getattr(self.verdict, r)) for r in rules_for(self.instance)}
+
+
+def make_examples(seed: int, n: int, decoder=None, reasoner=None, shares=(0.25, 0.25, 0.25, 0.25),
+                  start: int = 0) -> list[Example]:
+    """n clips of instances start.. of stream `seed`, each from one source drawn with `shares` (a source
+    whose model is missing is skipped), labelled by the checker on the clip's own frames."""
+    from . import reasoner as R
+
+    rng = np.random.default_rng([seed, start])
+    out = []
+    for i in range(start, start + n):
+        instance = world.generate_instance(seed, i)
+        source = SOURCES[rng.choice(len(SOURCES), p=shares)]
+        if source in ("sample", "one_step") and reasoner is None or source != "drawn" and decoder is None:
+            source = "drawn"
+        if source in ("drawn", "decoded"):
+            centres, radii = training_scene(rng, instance)
+            code = LC.encode(instance, centres, radii)
+        else:
+            code = R.sample(reasoner.model, LC.encode(instance)[:, 0], seed=int(rng.integers(1 << 30)),
+                            one_step=source == "one_step")
+        if source == "drawn":
+            video = world.render_video(instance, centres, radii)
+        else:
+            with torch.no_grad():
+                video = to_uint8(decoder.decode(torch.from_numpy(code)[None])[0])
+        out.append(Example(video, instance, source, world.check_video(video, instance)))
+    return out
+
+
+def load(folder, dtype=torch.float32):
+    from tto_engine import VLMTeacher
+
+    return VLMTeacher.from_pretrained(folder, dtype=dtype, gradient_checkpointing=False)
+
+
+def build(folder, seed: int = 0):
+    from tto_models.qwen import build_tiny_qwen3vl
+
+    build_tiny_qwen3vl(folder, seed=seed, patch_size=8, image_mean=1.0, video_max_pixels=32 * 32 * 256)
+    return load(folder)
+
+
+def _label_weights(examples: list[Example]) -> dict[tuple[str, bool], float]:
+    """Class balance: each (question, answer) pair weighs as much in total as any other."""
+    counts = Counter((r, y) for e in examples for r, y in e.labels().items())
+    return {key: len(counts) and sum(counts.values()) / (len(counts) * c) for key, c in counts.items()}
+
+
+def example_loss(teacher, example: Example, weights=None) -> torch.Tensor:
+    from tto_engine import Query
+
+    frames, times = clip_frames(example.video)
+    labels = example.labels()
+    queries = [Query(QUESTIONS[r], KINDS[r], answer="Yes" if y else "No") for r, y in labels.items()]
+    losses = teacher.score(frames, queries, times).losses
+    w = torch.tensor([1.0 if weights is None else weights[(r, y)] for r, y in labels.items()])
+    return (w * losses).sum() / w.sum()
+
+
+def train(teacher, examples: list[Example], steps: int, batch: int = 8, lr: float = 1e-3, seed: int = 0,
+          log=print):
+    model = teacher.model
+    params = [p for p in model.parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    weights = _label_weights(examples)
+    rng = np.random.default_rng(seed)
+    t0, running = time.time(), None
+    for step in range(steps):
+        warm = min(1.0, (step + 1) / max(1, steps // 20))
+        for g in opt.param_groups:
+            g["lr"] = lr * warm * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * step / steps)))
+        picks = rng.choice(len(examples), batch, replace=False)
+        loss = sum(example_loss(teacher, examples[i], weights) for i in picks) / batch
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        if step % 25 == 0 or step == steps - 1:
+            log(f"teacher step {step}: loss {running:.4f} ({time.time() - t0:.0f} s)")
+    for p in params:
+        p.requires_grad_(False)
+    model.eval()
+    return teacher
+
+
+@torch.no_grad()
+def evaluate(teacher, examples: list[Example]) -> dict:
+    """Accuracy of P(Yes) > P(No) against the checker's labels, per source and question, with the share of
+    "yes" labels (the accuracy of always answering the majority is max(share, 1 - share))."""
+    from tto_engine import Query
+
+    table: dict = {}
+    for e in examples:
+        frames, times = clip_frames(e.video)
+        labels = e.labels()
+        scores = teacher.score(frames, [Query(QUESTIONS[r], KINDS[r]) for r in labels], times).scores
+        for (r, y), s in zip(labels.items(), scores):
+            for key in (e.source, "all"):
+                cell = table.setdefault(key, {}).setdefault(r, {"n": 0, "right": 0, "yes": 0})
+                cell["n"] += 1
+                cell["right"] += int((float(s) > 0.5) == y)
+                cell["yes"] += int(y)
+    return {src: {r: {"n": c["n"], "accuracy": round(c["right"] / c["n"], 3), "yes_share": round(c["yes"] / c["n"], 3)}
+                  for r, c in rules.items()} for src, rules in table.items()}
