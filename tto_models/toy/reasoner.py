@@ -37,8 +37,9 @@ def host():
         import comfy.cli_args
         comfy.cli_args.args.cpu = True
         import comfy.sd  # noqa: F401
-    import comfy
-    return comfy
+    import comfy.sample  # noqa: F401
+    import comfy.samplers  # noqa: F401
+    return sys.modules["comfy"]
 
 
 def prompt_embedding() -> torch.Tensor:
@@ -131,10 +132,7 @@ def train(patcher, schedule: Schedule, seed: int = 1, log=print, checkpoint=None
 
 
 def sample_sigmas(model, steps: int = SAMPLE_STEPS) -> torch.Tensor:
-    comfy = host()
-    import comfy.samplers
-
-    return comfy.samplers.calculate_sigmas(model.model_sampling, "simple", steps).float()
+    return host().samplers.calculate_sigmas(model.model_sampling, "simple", steps).float()
 
 
 @torch.no_grad()
@@ -143,8 +141,6 @@ def sample(model, first_code: np.ndarray, seed: int, steps: int = SAMPLE_STEPS, 
     code: the reasoner's video as a code [48, 5, 8, 8] (VAE space). `one_step`: the x0 prediction of the
     first step instead (what the loop grades in its one-step gradient mode)."""
     comfy = host()
-    import comfy.sample
-
     latent = np.zeros(LC.SHAPE, np.float32)
     latent[:, 0] = first_code
     start = torch.from_numpy(latent)[None]
