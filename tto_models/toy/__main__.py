@@ -76,6 +76,46 @@ def _train_reasoner(args) -> int:
     return 0
 
 
+def _train_teacher(args) -> int:
+    import json as _json
+
+    import torch
+
+    from . import reasoner as R
+    from . import teacher as T
+    from .taehv import load as load_taehv
+
+    torch.set_num_threads(args.threads)
+    decoder = load_taehv(args.autoencoder) if args.autoencoder else None
+    reasoner = R.load(args.reasoner) if args.reasoner else None
+    shares = tuple(float(v) for v in args.shares.split(","))
+    tick = __import__("time").time()
+    train = T.make_examples(T.TEACHER_SEED, args.n, decoder, reasoner, shares)
+    held_out = T.make_examples(T.CHECK_SEED, args.eval, decoder, reasoner, shares) if args.eval else []
+    print(f"{len(train)} training clips, {len(held_out)} held out ({__import__('time').time() - tick:.0f} s)",
+          flush=True)
+    teacher = T.load(args.resume) if args.resume else T.build(args.out, seed=args.seed)
+    T.train(teacher, train, args.steps, args.batch, args.lr, seed=args.seed)
+    teacher.model.save_pretrained(args.out)
+    teacher.tokenizer.save_pretrained(args.out)
+    print(f"wrote {args.out}")
+    if held_out:
+        print("held-out accuracy:", _json.dumps(T.evaluate(teacher, held_out)))
+    return 0
+
+
+def _probe_loop(args) -> int:
+    from . import probe, world
+
+    pack = probe.Pack(args.reasoner, args.autoencoder, args.teacher)
+    rows = probe.run(pack, [world.generate_instance(args.stream, i) for i in range(args.start, args.start + args.n)],
+                     max_iterations=args.max_iterations, learning_rate=args.lr, loss_threshold=args.threshold)
+    base = sum(not r["baseline"] for r in rows)
+    tto = sum(not r["tto"] for r in rows)
+    print(f"baseline {base}/{len(rows)}, tto {tto}/{len(rows)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tto_models.toy", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -122,6 +162,33 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--autoencoder", help="a trained toy TAEHV: also judge the decoded videos")
     r.add_argument("--threads", type=int, default=1)
     r.set_defaults(run=_train_reasoner)
+
+    t = sub.add_parser("train-teacher", help="train the tiny Qwen3-VL teacher on clips labelled by the checker")
+    t.add_argument("--out", required=True, help="checkpoint folder to write (from_pretrained layout)")
+    t.add_argument("--resume", help="continue training this teacher folder")
+    t.add_argument("--autoencoder", help="toy TAEHV: adds decoded clips")
+    t.add_argument("--reasoner", help="toy reasoner: adds its samples and one-step predictions, decoded")
+    t.add_argument("--shares", default="0.25,0.25,0.25,0.25", help="shares of drawn,decoded,sample,one_step clips")
+    t.add_argument("--n", type=int, default=1200, help="training clips")
+    t.add_argument("--steps", type=int, default=600)
+    t.add_argument("--batch", type=int, default=8)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--eval", type=int, default=200, help="held-out clips for the accuracy table (0: none)")
+    t.add_argument("--threads", type=int, default=1)
+    t.set_defaults(run=_train_teacher)
+
+    q = sub.add_parser("probe-loop", help="baseline and TTO through the pack's nodes in process, checker verdicts")
+    q.add_argument("--reasoner", required=True)
+    q.add_argument("--autoencoder", required=True)
+    q.add_argument("--teacher", required=True)
+    q.add_argument("--stream", type=int, default=1000, help="instance stream")
+    q.add_argument("--start", type=int, default=0)
+    q.add_argument("--n", type=int, default=10)
+    q.add_argument("--max-iterations", type=int, default=10)
+    q.add_argument("--lr", type=float, default=1e-3)
+    q.add_argument("--threshold", type=float, default=0.22)
+    q.set_defaults(run=_probe_loop)
     return p
 
 

@@ -1,0 +1,86 @@
+"""Run the pack's own nodes on toy instances in this process (no server): the stock sampler for the baseline,
+LoRAAttach + TTOLoop for the loop, the toy TAEHV as decoder, the checker on the decoded videos.
+
+This is for tuning the toy world quickly; the results that count go through a real server (tto-bench).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from . import latent_code as LC
+from . import reasoner as R
+from . import teacher as T
+from . import world
+
+
+class Pack:
+    """The models loaded once, as the host's loaders and the pack's teacher loader would load them."""
+
+    def __init__(self, reasoner_file, taehv_file, teacher_dir):
+        comfy = R.host()
+        from tto_runner.paths import import_as_pack
+
+        name = import_as_pack("vlm_teacher_pack").__name__
+        import importlib
+
+        self.nodes = importlib.import_module(f"{name}.nodes.tto_nodes")
+        self.reasoner_nodes = importlib.import_module(f"{name}.nodes.comfy_reasoner")
+        engine = importlib.import_module(f"{name}.tto_engine")
+        memory = importlib.import_module(f"{name}.nodes.teacher_memory")
+        self.Query = engine.Query
+        self.model = R.load(reasoner_file)
+        self.vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(str(taehv_file)))
+        self.teacher = engine.VLMTeacher.from_pretrained(teacher_dir, dtype=torch.float32,
+                                                         gradient_checkpointing=False)
+        memory.manage(self.teacher)
+        cond = R.prompt_embedding()
+        self.positive = [[cond, {}]]
+        self.negative = [[cond, {}]]
+
+    def latent(self, first_code: np.ndarray) -> dict:
+        """What Wan22ImageToVideoLatent hands the sampler for this first-frame code."""
+        samples = torch.zeros(1, *LC.SHAPE)
+        samples[0, :, 0] = torch.from_numpy(first_code)
+        mask = R.first_frame_mask(1)
+        fmt = self.model.model.latent_format
+        return {"samples": fmt.process_out(samples) * mask + samples * (1 - mask), "noise_mask": mask}
+
+    def video(self, latent: torch.Tensor) -> np.ndarray:
+        with torch.no_grad():
+            frames = self.vae.decode(latent)[0]
+        return (frames.clamp(0, 1) * 255).round().byte().numpy()
+
+    def baseline(self, latent: dict, seed: int) -> torch.Tensor:
+        return self.reasoner_nodes.stock_ksampler(self.model, seed, R.SAMPLE_STEPS, 1.0, "euler", "simple",
+                                                  self.positive, self.negative, latent)["samples"]
+
+    def tto(self, latent: dict, queries, seed: int, max_iterations: int, learning_rate: float,
+            loss_threshold: float, rank: int = 16) -> tuple[torch.Tensor, int, str]:
+        marked = self.nodes.LoRAAttach.PREPARE_CLASS_CLONE({}).execute(self.model, rank, float(rank),
+                                                                         "attention+ffn", 0).result[0]
+        loop = self.nodes.TTOLoop.PREPARE_CLASS_CLONE({})
+        out = loop.execute(marked, self.positive, self.negative, latent, self.teacher, queries, seed,
+                           R.SAMPLE_STEPS, 1.0, "euler", "simple", max_iterations, learning_rate, loss_threshold,
+                           T.K, 0.5, "first", float(world.FPS), self.vae, "default").result
+        return out[1]["samples"], int(out[5]), out[4]
+
+
+def run(pack: Pack, instances, seed: int = 0, max_iterations: int = 10, learning_rate: float = 1e-3,
+        loss_threshold: float = 0.22, log=print) -> list[dict]:
+    rows = []
+    for instance in instances:
+        latent = pack.latent(LC.encode(instance)[:, 0])
+        queries = [pack.Query(q.text, q.kind) for q in T.queries_for(instance)]
+        base = world.check_video(pack.video(pack.baseline(latent, seed)), instance)
+        tick = time.time()
+        final, iterations, _ = pack.tto(latent, queries, seed, max_iterations, learning_rate, loss_threshold)
+        adapted = world.check_video(pack.video(final), instance)
+        row = {"index": instance.index, "baseline": base.failed_rules(), "tto": adapted.failed_rules(),
+               "iterations": iterations, "seconds": round(time.time() - tick, 1)}
+        log(row)
+        rows.append(row)
+    return rows
