@@ -23,7 +23,7 @@ from tto_runner.tools import NEWEST_FRONTEND, frontend_root
 from tto_runner.workflow_format import overlapping_nodes, ui_to_api
 
 PACK_NODES = ["VLMTeacherLoader", "TeacherAnalyze", "RewardQuery", "VLMScore", "LoRAAttach", "TTOLoop",
-              "LoadConditioningFile", "BestOfNSample", "TeacherRewritePrompt"]
+              "LoadConditioningFile", "BestOfNSample", "TeacherRewritePrompt", "TAEHVImageToVideoLatent"]
 ARTIFACTS = REPO_ROOT / ".artifacts"
 
 
