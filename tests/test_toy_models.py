@@ -60,3 +60,33 @@ def test_teacher_learns_through_the_grading_path(toy_teacher):
         after = sum(float(T.example_loss(toy_teacher, e)) for e in examples)
     assert after < 0.8 * before
     assert not any(p.requires_grad for p in toy_teacher.model.parameters())
+
+
+def test_the_query_reply_parses_into_the_family_queries():
+    from tto_engine.queries import parse_query_proposal
+
+    for index in range(12):
+        instance = W.generate_instance(5, index)
+        proposal = parse_query_proposal(T.query_reply(instance), instance.instruction)
+        assert proposal.source == "teacher" and not proposal.notes
+        assert [(q.text, q.kind, q.answer) for q in proposal.queries] == \
+            [(q.text, q.kind, q.answer) for q in T.queries_for(instance)]
+
+
+def test_teacher_learns_the_query_reply(toy_teacher):
+    instance = W.generate_instance(5, 3)
+    with torch.no_grad():
+        before = float(T.reply_loss(toy_teacher, instance))
+    params = list(toy_teacher.model.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=3e-3)
+    for _ in range(5):
+        loss = T.reply_loss(toy_teacher, instance)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for p in params:
+        p.requires_grad_(False)
+    with torch.no_grad():
+        assert float(T.reply_loss(toy_teacher, instance)) < 0.7 * before

@@ -32,6 +32,7 @@ QUESTIONS = {
     "size": "Does the yellow ball keep its size the whole time?",
 }
 KINDS = {"goal": "goal", "obstacles": "process", "size": "process"}
+REPLY_EVERY = 4           # training steps per step that also learns the JSON query reply
 
 
 def rules_for(instance: world.Instance) -> list[str]:
@@ -44,6 +45,35 @@ def queries_for(instance: world.Instance):
     from tto_engine import Query
 
     return [Query(QUESTIONS[r], KINDS[r]) for r in rules_for(instance)]
+
+
+def query_reply(instance: world.Instance) -> str:
+    """The JSON reply TeacherAnalyze should get for an instance: the goal question and the process ones."""
+    import json
+
+    rules = rules_for(instance)
+    return json.dumps({"goal": QUESTIONS["goal"], "process": [QUESTIONS[r] for r in rules if r != "goal"]})
+
+
+def reply_loss(teacher, instance: world.Instance) -> torch.Tensor:
+    """Teacher-forced NLL of `query_reply` (then end of turn) after the prompt TeacherAnalyze sends: the
+    query request for the instruction, with the first frame as the image (as `VLMTeacher.generate` builds it)."""
+    from tto_engine.queries import build_query_request
+    from tto_engine.teacher import IMAGE
+
+    image = torch.from_numpy(world.render_video(instance)[0]).permute(2, 0, 1).float() / 255.0
+    pixels, grid = teacher.preprocess_image(image)
+    prompt = teacher._chat_text([{"type": "image"}, {"type": "text", "text": build_query_request(instance.instruction)}])
+    prompt = prompt.replace(teacher.image_token, teacher.image_token * (int(grid.prod()) // teacher.spec.merge_size ** 2))
+    tok = teacher.tokenizer
+    prompt_ids = tok.encode(prompt, add_special_tokens=False)
+    reply_ids = tok.encode(query_reply(instance), add_special_tokens=False) + [tok.convert_tokens_to_ids("<|im_end|>")]
+    ids = torch.tensor([prompt_ids + reply_ids])
+    logits = teacher.model(input_ids=ids, mm_token_type_ids=(ids == teacher.image_token_id).long() * IMAGE,
+                           attention_mask=torch.ones_like(ids), pixel_values=pixels.to(teacher.model.dtype),
+                           image_grid_thw=grid, use_cache=False).logits[0]
+    start = len(prompt_ids)
+    return torch.nn.functional.cross_entropy(logits[start - 1:-1].float(), ids[0, start:])
 
 
 def clip_frames(video: np.ndarray) -> tuple[torch.Tensor, list[float]]:
@@ -140,6 +170,8 @@ def train(teacher, examples: list[Example], steps: int, batch: int = 8, lr: floa
             g["lr"] = lr * warm * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * step / steps)))
         picks = rng.choice(len(examples), batch, replace=False)
         loss = sum(example_loss(teacher, examples[i], weights) for i in picks) / batch
+        if step % REPLY_EVERY == 0:      # the query reply: two fixed texts, learnt on the side
+            loss = loss + reply_loss(teacher, examples[picks[0]].instance)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
