@@ -24,6 +24,8 @@ CHECK_SEED = 1000         # held-out stream for the figures
 CROP_CELLS = 4
 CROP_LATENT_FRAMES = 3    # output frames 0..8
 OBJECT_WEIGHT = 20.0      # loss weight of non-white pixels (ball, target, marks) against the background
+COLOUR_MARGIN = 20.0      # 0-255 units a pixel should clear the checker's ball-colour thresholds by
+COLOUR_WEIGHT = 3.0
 
 
 # ------------------------------------------------------------------------------------------- scenes
@@ -84,9 +86,24 @@ def batch(rng, first_index: int, size: int) -> tuple[torch.Tensor, torch.Tensor]
     return torch.from_numpy(np.stack(codes)), torch.from_numpy(np.stack(frames))
 
 
+def ball_colour_margin(frames: torch.Tensor) -> torch.Tensor:
+    """How far inside the checker's ball-colour box each pixel is, in 0-255 units ([B, 3, ...] -> [B, ...]):
+    positive inside (R > 200, 140 < G < 245, B < 110), negative outside."""
+    r, g, b = (frames * 255.0).unbind(1)
+    return torch.minimum(torch.minimum(r - 200, g - 140), torch.minimum(245 - g, 110 - b))
+
+
 def decoder_loss(decoded: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    """Weighted pixel error, plus the checker's colour test made differentiable: ball pixels must land
+    inside the ball-colour box and every other pixel outside it, by COLOUR_MARGIN (what decides area and
+    centroid, and so every verdict)."""
     weight = 1.0 + OBJECT_WEIGHT * (frames < 0.9).any(dim=1, keepdim=True).float()
-    return (weight * (decoded - frames) ** 2).mean()
+    pixels = (weight * (decoded - frames) ** 2).mean()
+    ball = ball_colour_margin(frames) > 0
+    margin = ball_colour_margin(decoded)
+    wrong = torch.where(ball, torch.relu(COLOUR_MARGIN - margin), torch.relu(margin + COLOUR_MARGIN)) / 255.0
+    colour = (wrong * (1.0 + OBJECT_WEIGHT * ball.float())).mean()
+    return pixels + COLOUR_WEIGHT * colour
 
 
 # ------------------------------------------------------------------------------------------- training

@@ -2,9 +2,11 @@
 
 Why designed and not learned: a learned autoencoder spreads one ball over many latent cells, so a reasoner
 that is unsure where the ball goes averages codes into a haze the decoder draws as nothing. Here every
-position is an *offset field*: each cell holds (object centre - cell centre) / SCALE. The field is linear in
-the position, so averaging two codes averages the positions: an unsure reasoner draws one ball in between,
-a systematic error (undershoot, drift) and not a vanishing ball, which is how real video models fail.
+position is an *offset field*: each cell holds (object centre - cell centre) / SCALE, clipped to +-REACH
+(48 px). Within reach the field is linear in the position, so averaging two nearby codes averages the
+positions: an unsure reasoner draws one ball in between, a systematic error (undershoot, drift) and not a
+vanishing ball, which is how real video models fail. The clip keeps every value local, so a convolutional
+encoder can write it from the pixels around each cell.
 
 Channels (the rest are zero):
 - 0-11  the ball, 3 per output frame of the latent frame (Wan 2.2 groups frames causally: latent frame 0
@@ -28,6 +30,8 @@ GRID = world.SIZE // CELL            # 8
 LATENT_FRAMES = (world.FRAMES + 3) // 4   # 5
 SUB_FRAMES = 4                       # output frames per latent frame
 SCALE = 32.0                         # pixels per unit of an offset field
+REACH = 1.5                          # offsets are clipped to +-REACH (48 px)
+READ_MARGIN = 0.25                   # read positions from cells at least this far inside the clip
 SIZE_GAIN = 1.0                      # size channel = SIZE_GAIN * (radius / BALL_RADIUS - 1)
 
 BALL_CHANNEL = 0                     # 3 per sub-frame: dx, dy, size
@@ -56,7 +60,8 @@ def frame_slots() -> list[tuple[int, int]]:
 
 
 def _offsets(point) -> tuple[np.ndarray, np.ndarray]:
-    return (point[0] - _CX) / SCALE, (point[1] - _CY) / SCALE
+    return (np.clip((point[0] - _CX) / SCALE, -REACH, REACH).astype(np.float32),
+            np.clip((point[1] - _CY) / SCALE, -REACH, REACH).astype(np.float32))
 
 
 def mark_centre(top_left) -> tuple[float, float]:
@@ -103,15 +108,18 @@ def encode(instance: world.Instance, centres=None, radii=None) -> np.ndarray:
     return code
 
 
-def _read_point(code2d_x: np.ndarray, code2d_y: np.ndarray) -> np.ndarray:
-    """Mean over the cells of (offset x SCALE + cell centre): [..., 8, 8] pairs -> [..., 2]."""
-    x = (np.asarray(code2d_x) * SCALE + _CX).mean(axis=(-2, -1))
-    y = (np.asarray(code2d_y) * SCALE + _CY).mean(axis=(-2, -1))
-    return np.stack([x, y], axis=-1)
+def _read_point(field_x: np.ndarray, field_y: np.ndarray) -> np.ndarray:
+    """A position from its [8, 8] offset fields: the mean of (offset x SCALE + cell centre) over the cells
+    within reach (all cells if none is: the point is then only roughly placed)."""
+    fx, fy = np.asarray(field_x, np.float64), np.asarray(field_y, np.float64)
+    near = (np.abs(fx) < REACH - READ_MARGIN) & (np.abs(fy) < REACH - READ_MARGIN)
+    if not near.any():
+        near = np.ones_like(near)
+    return np.array([(fx * SCALE + _CX)[near].mean(), (fy * SCALE + _CY)[near].mean()])
 
 
 def ball_track(code: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Read a code back: ball centres [17, 2] and radii [17]. Linear in the code."""
+    """Read a code back: ball centres [17, 2] and radii [17]."""
     code = np.asarray(code, np.float64)
     centres, radii = [], []
     for t, s in frame_slots():
