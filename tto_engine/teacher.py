@@ -138,6 +138,11 @@ class VLMTeacher:
         text = self._chat_text([{"type": "video"}, {"type": "text", "text": question}])
         if text.count(self.video_token) != 1:
             raise ValueError("The checkpoint's chat template does not place exactly one video token for a video.")
+        wrapped = self.vision_start + self.video_token + self.vision_end
+        if self.spec.family == "qwen3_vl" and wrapped in text:
+            # Qwen3-VL's placeholder brings its own vision markers around each frame group: it replaces the
+            # template's wrapped token whole, as the checkpoint's processor does.
+            return text.replace(wrapped, placeholder)
         return text.replace(self.video_token, placeholder)
 
     def video_prompt(self, question: str, grid_thw, timestamps: Sequence[float]) -> tuple[list[int], list[int]]:
