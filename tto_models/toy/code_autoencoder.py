@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from . import latent_code as LC
 from . import world
@@ -28,6 +29,7 @@ CROP_LATENT_FRAMES = 5    # the whole clip: memory blocks carry state frame to f
 OBJECT_WEIGHT = 20.0      # loss weight of non-white pixels (ball, target, marks) against the background
 COLOUR_MARGIN = 20.0      # 0-255 units a pixel should clear the checker's ball-colour thresholds by
 COLOUR_WEIGHT = 3.0
+HALO = 3                  # px around the ball that weigh as much as the ball in the colour term
 
 
 # ------------------------------------------------------------------------------------------- scenes
@@ -104,7 +106,10 @@ def decoder_loss(decoded: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
     ball = ball_colour_margin(frames) > 0
     margin = ball_colour_margin(decoded)
     wrong = torch.where(ball, torch.relu(COLOUR_MARGIN - margin), torch.relu(margin + COLOUR_MARGIN)) / 255.0
-    colour = (wrong * (1.0 + OBJECT_WEIGHT * ball.float())).mean()
+    # the ring just outside the ball weighs as much as the ball: a halo of ball colour is a larger ball
+    flat = ball.float().flatten(0, 1)[:, None]                   # [B * T, 1, H, W]
+    near = F.max_pool2d(flat, 2 * HALO + 1, stride=1, padding=HALO).view_as(ball)
+    colour = (wrong * (1.0 + OBJECT_WEIGHT * near)).mean()
     return pixels + COLOUR_WEIGHT * colour
 
 

@@ -1,5 +1,5 @@
-"""The toy teacher: a tiny Qwen3-VL (the pack's own tiny builder, patch 8 and pixel mean 1, so a 6 px ball
-fills a patch and the white background reads as zero) trained to answer the family's three yes/no questions
+"""The toy teacher: a tiny Qwen3-VL (the pack's own tiny builder with patch 8, pixel mean 1 and 4 vision layers,
+so a 6 px ball fills a patch and the white background reads as zero) trained to answer the family's three yes/no questions
 from K frames, through the pack's own grading path (`VLMTeacher.score`), so it is trained on exactly what
 the loop computes.
 
@@ -133,7 +133,8 @@ def load(folder, dtype=torch.float32):
 def build(folder, seed: int = 0):
     from tto_models.qwen import build_tiny_qwen3vl
 
-    build_tiny_qwen3vl(folder, seed=seed, patch_size=8, image_mean=1.0, video_max_pixels=32 * 32 * 256)
+    build_tiny_qwen3vl(folder, seed=seed, patch_size=8, image_mean=1.0, video_max_pixels=32 * 32 * 256,
+                       vision_depth=4)
     return load(folder)
 
 
