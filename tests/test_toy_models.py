@@ -90,3 +90,28 @@ def test_teacher_learns_the_query_reply(toy_teacher):
         p.requires_grad_(False)
     with torch.no_grad():
         assert float(T.reply_loss(toy_teacher, instance)) < 0.7 * before
+
+
+def test_token_labels_mark_what_each_vision_token_shows(toy_teacher):
+    """One label row per merged vision token (time, rows, columns), from the frames the loop shows."""
+    instance = W.generate_instance(5, 4)
+    example = T.Example(W.render_video(instance), instance, "drawn", W.check_video(W.render_video(instance), instance))
+    labels = T.token_labels(toy_teacher, example)
+    tokens = T.vision_tokens(toy_teacher, example)
+    assert labels.shape == (tokens.shape[0], len(T.TOKEN_LABELS)) == (5 * 8 * 8, 4)
+    grid = labels.view(5, 8, 8, 4)
+    bx, by = (int(v) // 16 for v in instance.ball)
+    assert grid[0, by, bx, 0] == 1                                       # the ball's token in the first frames
+    tx, ty = (int(v) // 16 for v in instance.target_centre)
+    assert grid[:, ty, tx, 1].all()                                     # the target never moves
+    assert not grid[..., 3].any()                                       # ground truth never touches a mark
+
+
+def test_vision_pretraining_moves_only_the_vision_tower(toy_teacher):
+    examples = T.make_examples(T.TEACHER_SEED, 4)
+    visual = {n: p.clone() for n, p in toy_teacher.model.model.visual.named_parameters()}
+    language = {n: p.clone() for n, p in toy_teacher.model.model.language_model.named_parameters()}
+    T.pretrain_vision(toy_teacher, examples, steps=2, batch=2)
+    assert any(not torch.equal(p, visual[n]) for n, p in toy_teacher.model.model.visual.named_parameters())
+    assert all(torch.equal(p, language[n]) for n, p in toy_teacher.model.model.language_model.named_parameters())
+    assert not any(p.requires_grad for p in toy_teacher.model.parameters())

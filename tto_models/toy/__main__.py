@@ -95,6 +95,8 @@ def _train_teacher(args) -> int:
     print(f"{len(train)} training clips, {len(held_out)} held out ({__import__('time').time() - tick:.0f} s)",
           flush=True)
     teacher = T.load(args.resume) if args.resume else T.build(args.out, seed=args.seed)
+    if args.vision_steps:
+        T.pretrain_vision(teacher, train, args.vision_steps, args.batch, seed=args.seed)
     T.train(teacher, train, args.steps, args.batch, args.lr, seed=args.seed)
     teacher.model.save_pretrained(args.out)
     teacher.tokenizer.save_pretrained(args.out)
@@ -170,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--reasoner", help="toy reasoner: adds its samples and one-step predictions, decoded")
     t.add_argument("--shares", default="0.25,0.25,0.25,0.25", help="shares of drawn,decoded,sample,one_step clips")
     t.add_argument("--n", type=int, default=1200, help="training clips")
+    t.add_argument("--vision-steps", type=int, default=300, help="dense per-token pre-training of the vision tower")
     t.add_argument("--steps", type=int, default=600)
     t.add_argument("--batch", type=int, default=8)
     t.add_argument("--lr", type=float, default=1e-3)

@@ -124,6 +124,69 @@ def make_examples(seed: int, n: int, decoder=None, reasoner=None, shares=(0.25, 
     return out
 
 
+TOKEN_LABELS = ("ball", "target", "mark", "touch")
+
+
+def token_labels(teacher, example: Example) -> torch.Tensor:
+    """[tokens, 4]: for each of the teacher's merged vision tokens of the clip (time, then rows, then columns),
+    whether its pixels hold ball, target, mark, or ball inside a mark's box."""
+    from tto_engine.grading import sample_frame_indices
+
+    spec = teacher.spec
+    cell, tp = spec.patch_size * spec.merge_size, spec.temporal_patch_size
+    video = example.video[sample_frame_indices(example.video.shape[0], K)]
+    video = np.concatenate([video, video[-1:].repeat(-len(video) % tp, 0)])   # the processor's time padding
+    f = video.astype(np.int16)
+    boxes = np.zeros(video.shape[1:3], bool)
+    for ox, oy in example.instance.obstacles:
+        boxes[oy:oy + world.X_SIZE, ox:ox + world.X_SIZE] = True
+    ball = world.ball_pixels(video)
+    masks = (ball, (f[..., 0] > 150) & (f[..., 1] < 100) & (f[..., 2] < 100), f.max(-1) < 100, ball & boxes)
+    t, h, w = len(video) // tp, video.shape[1] // cell, video.shape[2] // cell
+    pooled = [m.reshape(t, tp, h, cell, w, cell).any(axis=(1, 3, 5)).reshape(-1) for m in masks]
+    return torch.from_numpy(np.stack(pooled, 1).astype(np.float32))
+
+
+def vision_tokens(teacher, example: Example) -> torch.Tensor:
+    """The vision tower's merged tokens [tokens, width] for the clip the loop would show."""
+    frames, _ = clip_frames(example.video)
+    pixels, grid = teacher.preprocess_video(frames)
+    if tuple(int(v) for v in grid[0, 1:]) != tuple(s // teacher.spec.patch_size for s in example.video.shape[1:3]):
+        raise ValueError("Token labels assume the teacher reads the frames at their own size.")
+    out = teacher.model.model.visual(pixels.to(teacher.model.dtype), grid_thw=grid)
+    return out[0] if isinstance(out, (tuple, list)) else out.pooler_output
+
+
+def pretrain_vision(teacher, examples: list[Example], steps: int, batch: int = 8, lr: float = 3e-3, seed: int = 0,
+                    log=print):
+    """Dense per-token supervision of the vision tower (a linear head on each merged token, thrown away
+    after): what each token shows. Trained on yes/no answers alone the tower barely moves (its gradient is
+    a twentieth of the output head's) and the answers ignore the frames; with this first they do not."""
+    visual = list(teacher.model.model.visual.parameters())
+    head = torch.nn.Linear(teacher.model.config.vision_config.out_hidden_size, len(TOKEN_LABELS))
+    for p in visual:
+        p.requires_grad_(True)
+    labels = [token_labels(teacher, e) for e in examples]
+    share = torch.cat(labels).mean(0).clamp(1e-3, 1 - 1e-3)
+    opt = torch.optim.AdamW(visual + list(head.parameters()), lr=lr, weight_decay=0.0)
+    rng = np.random.default_rng(seed)
+    t0, running = time.time(), None
+    for step in range(steps):
+        picks = rng.choice(len(examples), batch, replace=False)
+        loss = sum(torch.nn.functional.binary_cross_entropy_with_logits(
+            head(vision_tokens(teacher, examples[i])).float(), labels[i], pos_weight=(1 - share) / share)
+            for i in picks) / batch
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        if step % 50 == 0 or step == steps - 1:
+            log(f"vision step {step}: loss {running:.4f} ({time.time() - t0:.0f} s)")
+    for p in visual:
+        p.requires_grad_(False)
+    return teacher
+
+
 def load(folder, dtype=torch.float32):
     from tto_engine import VLMTeacher
 
