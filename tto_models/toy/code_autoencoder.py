@@ -11,7 +11,6 @@ too large.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 
 from . import latent_code as LC
 from . import world
+from .optim import Progress, clipped_step
 from .taehv import TAEHV
 
 TRAIN_SEED = 100          # instance stream of the training scenes
@@ -143,19 +143,14 @@ def train_decoder(model: TAEHV, schedule: Schedule, seed: int = 0, log=print, st
     rng = np.random.default_rng(seed)
     params = list(model.decoder.parameters())
     opt = torch.optim.Adam(params, lr=schedule.lr)
-    t0, running = time.time(), None
+    progress = Progress("decoder", schedule.steps, log)
     for step in range(schedule.steps):
         for g in opt.param_groups:
             g["lr"] = schedule.lr_at(step)
         codes, frames = batch(rng, start_index + step * schedule.batch, schedule.batch)
         loss = decoder_loss(model.decode(codes), frames)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
-        if step % 50 == 0 or step == schedule.steps - 1:
-            log(f"decoder step {step}: loss {running:.4f} ({time.time() - t0:.0f} s)")
+        clipped_step(opt, loss, params)
+        progress(step, loss)
     return model
 
 
@@ -170,7 +165,7 @@ def train_encoder(model: TAEHV, schedule: Schedule, seed: int = 0, log=print, st
     rng = np.random.default_rng(seed)
     params = list(model.encoder.parameters())
     opt = torch.optim.Adam(params, lr=schedule.lr)
-    t0, running = time.time(), None
+    progress = Progress("encoder", schedule.steps, log)
     for step in range(schedule.steps):
         for g in opt.param_groups:
             g["lr"] = schedule.lr_at(step)
@@ -178,13 +173,8 @@ def train_encoder(model: TAEHV, schedule: Schedule, seed: int = 0, log=print, st
                               for i in range(schedule.batch)))
         pred = model.encode_still(torch.from_numpy(np.stack(frames)))
         loss = ((pred - torch.from_numpy(np.stack(codes))) ** 2).mean() * (LC.CHANNELS / LC.USED_CHANNELS)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
-        if step % 50 == 0 or step == schedule.steps - 1:
-            log(f"encoder step {step}: loss {running:.5f} ({time.time() - t0:.0f} s)")
+        clipped_step(opt, loss, params)
+        progress(step, loss)
     return model
 
 

@@ -10,7 +10,6 @@ the systematic errors of an under-trained video model (stopping short, cutting t
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +17,7 @@ import torch
 
 from . import latent_code as LC
 from . import world
+from .optim import Progress, clipped_step
 
 REASONER_SEED = 200       # instance stream of the training videos
 CHECK_SEED = 1000
@@ -102,7 +102,7 @@ def train(patcher, schedule: Schedule, seed: int = 1, log=print, checkpoint=None
     gen = torch.Generator().manual_seed(seed)
     sigmas = model.model_sampling.sigmas.float()
     context = prompt_embedding()
-    t0, running = time.time(), None
+    progress = Progress("reasoner", schedule.steps, log)
     for step in range(schedule.steps):
         codes = [LC.encode(world.generate_instance(REASONER_SEED, step * schedule.batch + i))
                  for i in range(schedule.batch)]
@@ -113,13 +113,8 @@ def train(patcher, schedule: Schedule, seed: int = 1, log=print, checkpoint=None
         x = torch.cat([z[:, :, :1], (1 - s) * z[:, :, 1:] + s * noise[:, :, 1:]], 2)
         x0 = denoise(model, x, sigma, context)
         loss = ((x0[:, :, 1:] - z[:, :, 1:]) ** 2).mean()
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
-        if step % 50 == 0 or step == schedule.steps - 1:
-            log(f"reasoner step {step}: loss {running:.4f} ({time.time() - t0:.0f} s)")
+        clipped_step(opt, loss, params)
+        progress(step, loss)
         if checkpoint is not None and checkpoint_every and (step + 1) % checkpoint_every == 0:
             net.eval()
             with torch.no_grad():

@@ -10,7 +10,6 @@ included), and the reasoner's own 4-step samples and one-step predictions, decod
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from dataclasses import dataclass
 
@@ -20,6 +19,7 @@ import torch
 from . import latent_code as LC
 from . import world
 from .code_autoencoder import to_uint8, training_scene
+from .optim import Progress, clipped_step
 
 TEACHER_SEED = 300        # instance stream of the training clips
 CHECK_SEED = 1000
@@ -170,18 +170,14 @@ def pretrain_vision(teacher, examples: list[Example], steps: int, batch: int = 8
     share = torch.cat(labels).mean(0).clamp(1e-3, 1 - 1e-3)
     opt = torch.optim.AdamW(visual + list(head.parameters()), lr=lr, weight_decay=0.0)
     rng = np.random.default_rng(seed)
-    t0, running = time.time(), None
+    progress = Progress("vision", steps, log)
     for step in range(steps):
         picks = rng.choice(len(examples), batch, replace=False)
         loss = sum(torch.nn.functional.binary_cross_entropy_with_logits(
             head(vision_tokens(teacher, examples[i])).float(), labels[i], pos_weight=(1 - share) / share)
             for i in picks) / batch
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
-        if step % 50 == 0 or step == steps - 1:
-            log(f"vision step {step}: loss {running:.4f} ({time.time() - t0:.0f} s)")
+        clipped_step(opt, loss, visual + list(head.parameters()), max_norm=None)
+        progress(step, loss)
     for p in visual:
         p.requires_grad_(False)
     return teacher
@@ -227,7 +223,7 @@ def train(teacher, examples: list[Example], steps: int, batch: int = 8, lr: floa
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     weights = _label_weights(examples)
     rng = np.random.default_rng(seed)
-    t0, running = time.time(), None
+    progress = Progress("teacher", steps, log, every=25)
     for step in range(steps):
         warm = min(1.0, (step + 1) / max(1, steps // 20))
         for g in opt.param_groups:
@@ -236,13 +232,8 @@ def train(teacher, examples: list[Example], steps: int, batch: int = 8, lr: floa
         loss = sum(example_loss(teacher, examples[i], weights) for i in picks) / batch
         if step % REPLY_EVERY == 0:      # the query reply: two fixed texts, learnt on the side
             loss = loss + reply_loss(teacher, examples[picks[0]].instance)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
-        if step % 25 == 0 or step == steps - 1:
-            log(f"teacher step {step}: loss {running:.4f} ({time.time() - t0:.0f} s)")
+        clipped_step(opt, loss, params)
+        progress(step, loss)
     for p in params:
         p.requires_grad_(False)
     model.eval()
