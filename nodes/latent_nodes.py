@@ -40,18 +40,23 @@ def taehv_first_frame(first_stage, image: torch.Tensor) -> torch.Tensor:
     return out.movedim(2, 1).float()
 
 
-def image_to_video_latent(vae, start_image: torch.Tensor, width: int, height: int, length: int) -> dict:
-    first_stage = taehv_encoder(vae)
-    frames = ((length - 1) // 4) + 1
-    latent = torch.zeros([1, 48, frames, height // 16, width // 16])
-    image = comfy.utils.common_upscale(start_image[:1].movedim(-1, 1), width, height, "bilinear",
-                                       "center").movedim(1, -1)
-    latent[:, :, :1] = taehv_first_frame(first_stage, image).cpu()
-    mask = torch.ones([1, 1, frames, height // 16, width // 16])
+def first_frame_latent(first: torch.Tensor, frames: int) -> dict:
+    """The LATENT stock Wan22ImageToVideoLatent builds around a first latent frame [1, 48, 1, h, w]: `frames`
+    latent frames, the first kept (noise mask 0), the others empty."""
+    latent = torch.zeros([1, 48, frames, *first.shape[-2:]])
+    latent[:, :, :1] = first.cpu()
+    mask = torch.ones([1, 1, frames, *first.shape[-2:]])
     mask[:, :, :1] = 0.0
     latent = comfy.latent_formats.Wan22().process_out(latent) * mask + latent * (1.0 - mask)
     device = comfy.model_management.intermediate_device()
     return {"samples": latent.to(device), "noise_mask": mask.to(device)}
+
+
+def image_to_video_latent(vae, start_image: torch.Tensor, width: int, height: int, length: int) -> dict:
+    first_stage = taehv_encoder(vae)
+    image = comfy.utils.common_upscale(start_image[:1].movedim(-1, 1), width, height, "bilinear",
+                                       "center").movedim(1, -1)
+    return first_frame_latent(taehv_first_frame(first_stage, image), ((length - 1) // 4) + 1)
 
 
 class TAEHVImageToVideoLatent(io.ComfyNode):

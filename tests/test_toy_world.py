@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
+from tto_models.toy import files as F
 from tto_models.toy import world as W
 from tto_models.toy.__main__ import main as toy_cli
 
@@ -43,12 +44,12 @@ def test_generation_is_deterministic_and_independent_of_batch(tmp_path):
     a = W.generate_instance(11, 5)
     assert a == W.generate_instance(11, 5)
     assert a != W.generate_instance(12, 5) and a != W.generate_instance(11, 6)
-    W.write_instances(tmp_path / "x", 3, seed=11, split="s", start=4)
-    W.write_instances(tmp_path / "y", 8, seed=11, split="s")
+    F.write_instances(tmp_path / "x", 3, seed=11, split="s", start=4)
+    F.write_instances(tmp_path / "y", 8, seed=11, split="s")
     for name in ("first_frame.png", "final_frame.png", "prompt.txt", "metadata.json", "ground_truth.mp4"):
-        left = (W.task_folder(tmp_path / "x", "s", 5) / name).read_bytes()
-        assert left == (W.task_folder(tmp_path / "y", "s", 5) / name).read_bytes(), name
-    meta = json.loads((W.task_folder(tmp_path / "y", "s", 5) / "metadata.json").read_text())
+        left = (F.task_folder(tmp_path / "x", "s", 5) / name).read_bytes()
+        assert left == (F.task_folder(tmp_path / "y", "s", 5) / name).read_bytes(), name
+    meta = json.loads((F.task_folder(tmp_path / "y", "s", 5) / "metadata.json").read_text())
     assert W.Instance.from_metadata(meta) == a
 
 
@@ -100,7 +101,7 @@ def test_ground_truth_passes_and_keeps_constant_speed_and_clearance(instances):
 def test_ground_truth_survives_the_video_codec(tmp_path, instances):
     for ins in instances[:10]:
         frames = W.render_video(ins)
-        decoded = W.read_video(W.write_video(tmp_path / "v.mp4", frames))
+        decoded = F.read_video(F.write_video(tmp_path / "v.mp4", frames))
         assert decoded.shape == frames.shape
         assert W.check_video(decoded, ins).success
 
@@ -161,15 +162,15 @@ def test_wilson_interval():
 def test_cli_generates_and_scores_a_bench_layout(tmp_path, capsys):
     tasks, videos = tmp_path / "tasks", tmp_path / "runs" / "baseline"
     assert toy_cli(["generate", "--out", str(tasks), "--n", "4", "--seed", "5", "--split", "fresh"]) == 0
-    folders = W.iter_task_dirs(tasks)
+    folders = F.iter_task_dirs(tasks)
     assert [f.name for f in folders] == ["00000", "00001", "00002", "00003"]
     out = videos / "fresh" / W.TASK_NAME
     out.mkdir(parents=True)
     shutil.copy(folders[0] / "ground_truth.mp4", out / "00000.mp4")
     shutil.copy(folders[1] / "ground_truth.mp4", out / "00001.mp4")
-    ins = W.load_instance(folders[2])
+    ins = F.load_instance(folders[2])
     still = np.repeat(W.render_video(ins)[:1], W.FRAMES, axis=0)  # the ball never moves
-    W.write_video(out / "00002.mp4", still)
+    F.write_video(out / "00002.mp4", still)
     assert toy_cli(["score", "--videos", str(videos), "--tasks", str(tasks)]) == 0
     printed = capsys.readouterr().out
     assert "2/4 succeed: 50.0%" in printed

@@ -5,31 +5,30 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 
 def _generate(args) -> int:
-    from . import world
+    from . import files, world
 
-    paths = world.write_instances(args.out, args.n, args.seed, args.split, args.start)
+    paths = files.write_instances(args.out, args.n, args.seed, args.split, args.start)
     print(f"wrote {len(paths)} instances under {Path(args.out) / args.split / world.TASK_NAME}")
     return 0
 
 
 def _score(args) -> int:
-    from . import world
+    from . import files
 
-    summary = world.score_folder(args.videos, args.tasks)
+    summary = files.score_folder(args.videos, args.tasks)
     out = Path(args.json) if args.json else Path(args.videos) / "toy_scores.json"
     out.write_text(json.dumps(summary, indent=1) + "\n")
-    print(world.format_summary(summary))
+    print(files.format_summary(summary))
     print(f"per-task verdicts: {out}")
     return 0
 
 
 def _train_autoencoder(args) -> int:
-    import json as _json
-
     import torch
 
     from . import code_autoencoder as CA
@@ -44,14 +43,12 @@ def _train_autoencoder(args) -> int:
     save(model, args.out)
     print(f"wrote {args.out}")
     if args.judge:
-        print("decoder:", _json.dumps(CA.judge_decoder(model, args.judge)))
-        print("encoder:", _json.dumps(CA.judge_encoder(model, args.judge)))
+        print("decoder:", json.dumps(CA.judge_decoder(model, args.judge)))
+        print("encoder:", json.dumps(CA.judge_encoder(model, args.judge)))
     return 0
 
 
 def _train_reasoner(args) -> int:
-    import json as _json
-
     import torch
 
     from . import reasoner as R
@@ -66,19 +63,17 @@ def _train_reasoner(args) -> int:
         path = out.with_name(f"{out.stem}.step{step}{out.suffix}")
         R.save(patcher, path)
         report = R.evaluate(patcher, args.eval, decoder=decoder) if args.eval else {}
-        print(f"step {step}: wrote {path}", _json.dumps(report), flush=True)
+        print(f"step {step}: wrote {path}", json.dumps(report), flush=True)
 
     R.train(patcher, R.Schedule(args.steps, args.batch, args.lr), seed=args.seed, checkpoint=checkpoint,
             checkpoint_every=args.checkpoint_every)
     R.save(patcher, out)
     report = R.evaluate(patcher, args.eval, decoder=decoder) if args.eval else {}
-    print(f"wrote {out}", _json.dumps(report))
+    print(f"wrote {out}", json.dumps(report))
     return 0
 
 
 def _train_teacher(args) -> int:
-    import json as _json
-
     import torch
 
     from . import reasoner as R
@@ -89,10 +84,10 @@ def _train_teacher(args) -> int:
     decoder = load_taehv(args.autoencoder) if args.autoencoder else None
     reasoner = R.load(args.reasoner) if args.reasoner else None
     shares = tuple(float(v) for v in args.shares.split(","))
-    tick = __import__("time").time()
+    tick = time.time()
     train = T.make_examples(T.TEACHER_SEED, args.n, decoder, reasoner, shares)
     held_out = T.make_examples(T.CHECK_SEED, args.eval, decoder, reasoner, shares) if args.eval else []
-    print(f"{len(train)} training clips, {len(held_out)} held out ({__import__('time').time() - tick:.0f} s)",
+    print(f"{len(train)} training clips, {len(held_out)} held out ({time.time() - tick:.0f} s)",
           flush=True)
     teacher = T.load(args.resume) if args.resume else T.build(args.out, seed=args.seed)
     if args.vision_steps:
@@ -102,7 +97,7 @@ def _train_teacher(args) -> int:
     teacher.tokenizer.save_pretrained(args.out)
     print(f"wrote {args.out}")
     if held_out:
-        print("held-out accuracy:", _json.dumps(T.evaluate(teacher, held_out)))
+        print("held-out accuracy:", json.dumps(T.evaluate(teacher, held_out)))
     return 0
 
 

@@ -202,8 +202,7 @@ def judge_decoder(model: TAEHV, n: int, seed: int = CHECK_SEED) -> dict:
         if strokes.any():
             recall.append(float(dark[strokes].mean()))
         stray.append(float(dark[~strokes].mean()))
-    tally = {r: sum(not getattr(v, r) for v in verdicts) for r in world.RULES}
-    return {"n": n, "passed": sum(v.success for v in verdicts), "failures": tally,
+    return {"n": n, **world.tally(verdicts),
             "mark_recall": float(np.mean(recall)) if recall else None, "stray_dark": float(np.mean(stray))}
 
 

@@ -29,6 +29,7 @@ class Pack:
 
         self.nodes = importlib.import_module(f"{name}.nodes.tto_nodes")
         self.reasoner_nodes = importlib.import_module(f"{name}.nodes.comfy_reasoner")
+        self.latent_nodes = importlib.import_module(f"{name}.nodes.latent_nodes")
         engine = importlib.import_module(f"{name}.tto_engine")
         memory = importlib.import_module(f"{name}.nodes.teacher_memory")
         self.Query = engine.Query
@@ -42,12 +43,8 @@ class Pack:
         self.negative = [[cond, {}]]
 
     def latent(self, first_code: np.ndarray) -> dict:
-        """What Wan22ImageToVideoLatent hands the sampler for this first-frame code."""
-        samples = torch.zeros(1, *LC.SHAPE)
-        samples[0, :, 0] = torch.from_numpy(first_code)
-        mask = R.first_frame_mask(1)
-        fmt = self.model.model.latent_format
-        return {"samples": fmt.process_out(samples) * mask + samples * (1 - mask), "noise_mask": mask}
+        """The LATENT the pack's TAEHV image-to-video node builds, for this exact first-frame code."""
+        return self.latent_nodes.first_frame_latent(torch.from_numpy(first_code)[None, :, None], LC.LATENT_FRAMES)
 
     def video(self, latent: torch.Tensor) -> np.ndarray:
         with torch.no_grad():

@@ -170,11 +170,7 @@ def evaluate(patcher, n: int, seed: int = CHECK_SEED, decoder=None) -> dict:
                 frames = to_uint8(decoder.decode(torch.from_numpy(code)[None])[0])
             video.append(world.check_video(frames, instance))
 
-    def tally(verdicts):
-        return {"passed": sum(v.success for v in verdicts),
-                "failures": {r: sum(not getattr(v, r) for v in verdicts) for r in world.RULES}}
-
-    out = {"n": n, "plan": tally(plan)}
+    out = {"n": n, "plan": world.tally(plan)}
     if video:
-        out["video"] = tally(video)
+        out["video"] = world.tally(video)
     return out

@@ -88,6 +88,21 @@ def _encoder_layers() -> list[nn.Module]:
     return layers
 
 
+def _run(layers: nn.Sequential, x: torch.Tensor, frames: int) -> tuple[torch.Tensor, int]:
+    """Every frame through the layers at once ([B * frames, C, H, W]); returns the output and its frame count,
+    which TGrow multiplies and TPool divides."""
+    for layer in layers:
+        if isinstance(layer, MemBlock):
+            x = layer(x, frames)
+            continue
+        x = layer(x)
+        if isinstance(layer, TGrow):
+            frames *= layer.stride
+        elif isinstance(layer, TPool):
+            frames //= layer.stride
+    return x, frames
+
+
 class TAEHV(nn.Module):
     """``decoder``: [B, 48, T, h, w] latents -> [B, 3, 4T-3, 16h, 16w] frames (about [0, 1]);
     ``encoder``: used here for one still frame (the first), [B, 3, H, W] -> [B, 48, H/16, W/16]."""
@@ -100,14 +115,7 @@ class TAEHV(nn.Module):
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         b, _, t = latent.shape[:3]
         x = latent.movedim(2, 1).reshape(b * t, *latent.shape[1:2], *latent.shape[3:])
-        frames = t
-        for layer in self.decoder:
-            if isinstance(layer, MemBlock):
-                x = layer(x, frames)
-            else:
-                x = layer(x)
-                if isinstance(layer, TGrow):
-                    frames *= layer.stride
+        x, frames = _run(self.decoder, x, t)
         x = F.pixel_shuffle(x, PATCH)
         x = x.view(b, frames, 3, *x.shape[2:])
         return x[:, FRAMES_TO_TRIM:].movedim(1, 2)
@@ -118,14 +126,7 @@ class TAEHV(nn.Module):
         x = F.pixel_unshuffle(image, PATCH)            # [B, 12, H/2, W/2]
         b = x.shape[0]
         x = x[:, None].expand(b, 4, *x.shape[1:]).reshape(b * 4, *x.shape[1:])
-        frames = 4
-        for layer in self.encoder:
-            if isinstance(layer, MemBlock):
-                x = layer(x, frames)
-            else:
-                x = layer(x)
-                if isinstance(layer, TPool):
-                    frames //= layer.stride
+        x, _ = _run(self.encoder, x, 4)
         return x.view(b, *x.shape[1:])
 
 

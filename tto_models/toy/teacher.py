@@ -107,7 +107,7 @@ def make_examples(seed: int, n: int, decoder=None, reasoner=None, shares=(0.25, 
     for i in range(start, start + n):
         instance = world.generate_instance(seed, i)
         source = SOURCES[rng.choice(len(SOURCES), p=shares)]
-        if source in ("sample", "one_step") and reasoner is None or source != "drawn" and decoder is None:
+        if (source in ("sample", "one_step") and reasoner is None) or (source != "drawn" and decoder is None):
             source = "drawn"
         if source in ("drawn", "decoded"):
             centres, radii = training_scene(rng, instance)

@@ -1,4 +1,5 @@
-"""The toy task family "ball to target": a seeded generator in the VBVR layout and a programmatic checker.
+"""The toy task family "ball to target": a seeded generator and a programmatic checker (files.py writes and
+reads them in the VBVR layout).
 
 The family (fixed, so that anyone can generate more instances):
 - 128x128 RGB frames, white background, 17 frames.
@@ -34,10 +35,8 @@ B < 110. Videos of another size are resized to 128x128 (nearest neighbour) first
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -354,6 +353,13 @@ def check_video(frames: np.ndarray, instance: Instance) -> Verdict:
                    [int(a) for a in areas], touching)
 
 
+def tally(verdicts) -> dict:
+    """How many verdicts pass, and how many fail each rule."""
+    verdicts = list(verdicts)
+    return {"passed": sum(v.success for v in verdicts),
+            "failures": {r: sum(not getattr(v, r) for v in verdicts) for r in RULES}}
+
+
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     """95% Wilson score interval for a binomial proportion."""
     if n == 0:
@@ -363,105 +369,3 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-# ------------------------------------------------------------------------------------------- files
-
-
-def read_video(path) -> np.ndarray:
-    import av
-
-    with av.open(str(path)) as container:
-        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
-
-
-def write_video(path, frames: np.ndarray, fps: int = FPS) -> Path:
-    """H.264 / yuv420p, as ComfyUI's SaveVideo writes (so ground truth meets the same compression)."""
-    import av
-
-    path = Path(path)
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("h264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        for frame in frames:
-            video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24").reformat(format="yuv420p")
-            for packet in stream.encode(video_frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return path
-
-
-def task_folder(out, split: str, index: int) -> Path:
-    return Path(out) / split / TASK_NAME / f"{index:05d}"
-
-
-def write_instance(folder, instance: Instance) -> Path:
-    from PIL import Image
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    video = render_video(instance)
-    Image.fromarray(video[0]).save(folder / "first_frame.png")
-    Image.fromarray(video[-1]).save(folder / "final_frame.png")
-    (folder / "prompt.txt").write_text(instance.instruction + "\n")
-    (folder / "metadata.json").write_text(json.dumps(instance.metadata(), indent=1) + "\n")
-    write_video(folder / "ground_truth.mp4", video)
-    return folder
-
-
-def write_instances(out, n: int, seed: int, split: str, start: int = 0) -> list[Path]:
-    """Instances start..start+n-1 of stream `seed` under <out>/<split>/ball_to_target_data-generator/NNNNN/."""
-    if n < 1:
-        raise ValueError("--n must be at least 1.")
-    if not split or "/" in split or split in (".", ".."):
-        raise ValueError(f"--split must be a plain folder name, got {split!r}.")
-    return [write_instance(task_folder(out, split, i), generate_instance(seed, i)) for i in range(start, start + n)]
-
-
-def load_instance(task_dir) -> Instance:
-    path = Path(task_dir) / "metadata.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"No metadata.json in {task_dir}: is this a toy-world task folder?")
-    return Instance.from_metadata(json.loads(path.read_text()))
-
-
-def score_folder(videos, tasks) -> dict:
-    """Score every task under `tasks` against `<videos>/<split>/<task>/NNNNN.mp4` (tto-bench's layout).
-
-    A task without a video counts as a failure of every rule ("missing"). Returns the summary dict.
-    """
-    videos, tasks = Path(videos), Path(tasks)
-    task_dirs = iter_task_dirs(tasks)
-    if not task_dirs:
-        raise FileNotFoundError(f"No toy-world tasks (<split>/{TASK_NAME}/NNNNN/metadata.json) under {tasks}.")
-    per_task, failures = {}, {r: 0 for r in RULES}
-    failures["missing"] = 0
-    for d in task_dirs:
-        task_id = d.relative_to(tasks).as_posix()
-        video = videos / f"{task_id}.mp4"
-        if not video.is_file():
-            failures["missing"] += 1
-            per_task[task_id] = {"success": False, "missing": True}
-            continue
-        verdict = check_video(read_video(video), load_instance(d))
-        for r in verdict.failed_rules():
-            failures[r] += 1
-        per_task[task_id] = verdict.to_dict()
-    n = len(per_task)
-    k = sum(v["success"] for v in per_task.values())
-    lo, hi = wilson_interval(k, n)
-    return {"videos": str(videos), "tasks": str(tasks), "n": n, "successes": k, "success_rate": k / n,
-            "wilson95": [lo, hi], "failures": failures, "per_task": per_task}
-
-
-def format_summary(summary: dict) -> str:
-    lo, hi = summary["wilson95"]
-    fails = ", ".join(f"{k} {v}" for k, v in summary["failures"].items())
-    return (f"{summary['successes']}/{summary['n']} succeed: {100 * summary['success_rate']:.1f}% "
-            f"(95% Wilson {100 * lo:.1f}-{100 * hi:.1f}%); failures per rule: {fails}")
-
-
-def iter_task_dirs(tasks) -> list[Path]:
-    """Every toy task folder (<split>/ball_to_target_data-generator/NNNNN/ with metadata.json) under `tasks`."""
-    return sorted(p.parent for p in Path(tasks).rglob("metadata.json") if p.parent.parent.name == TASK_NAME)
