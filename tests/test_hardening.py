@@ -102,6 +102,15 @@ def compare_outputs(outputs: tuple[str, ...], node: str, **inputs) -> dict:
     return prompt
 
 
+def taehv_latent(vae_node: str) -> dict:
+    """The start image encoded by TAEHVImageToVideoLatent through one of the demo's VAEs, saved as a latent."""
+    prompt = {k: v for k, v in demo().items() if k in (vae_node, "4")}
+    prompt["30"] = {"class_type": "TAEHVImageToVideoLatent",
+                    "inputs": {"vae": [vae_node, 0], "start_image": ["4", 0], "width": 64, "height": 64, "length": 9}}
+    prompt["31"] = {"class_type": "SaveLatent", "inputs": {"samples": ["30", 0], "filename_prefix": "hardening/latent"}}
+    return prompt
+
+
 def rejection(client, prompt) -> tuple[str, dict]:
     with pytest.raises(PromptRejected) as rejected:
         client.queue(prompt)
@@ -183,6 +192,7 @@ FAILED = [
      "[1, tokens, dim]"),
     ("a learning rate that is not a number", lambda: with_inputs("12", learning_rate=math.nan),
      "learning_rate must be a finite number"),
+    ("the full Wan VAE where the TAEHV encoder is needed", lambda: taehv_latent("2"), "48-channel TAEHV"),
 ]
 
 
@@ -218,3 +228,10 @@ def test_the_teacher_list_offers_only_what_is_inside_the_folder(client):
     files = client.object_info("LoadConditioningFile")["LoadConditioningFile"]["input"]["required"]["file"]
     file_options = files[1]["options"] if files[0] == "COMBO" else files[0]
     assert "tiny_prompt.safetensors" in file_options and "pickled.pt" not in file_options
+
+
+def test_the_taehv_latent_node_runs_with_a_taehv_after_refusing_the_full_vae(client):
+    error = failure(client, taehv_latent("2"))
+    assert "Wan22ImageToVideoLatent" in error.exception_message
+    _, history = client.run(taehv_latent("3"), timeout=600)
+    assert history["status"]["status_str"] == "success"
