@@ -36,8 +36,16 @@ def _train_autoencoder(args) -> int:
 
     torch.set_num_threads(args.threads)
     model = load(args.resume) if args.resume else CA.new_model(args.seed)
+    pool = None
+    if args.reasoner:
+        from . import reasoner as R
+
+        tick = time.time()
+        pool = CA.reasoner_scenes(R.load(args.reasoner), args.reasoner_scenes, seed=args.seed)
+        print(f"{len(pool)} reasoner scenes ({time.time() - tick:.0f} s)", flush=True)
     if args.decoder_steps:
-        CA.train_decoder(model, CA.Schedule(args.decoder_steps, args.batch, args.decoder_lr), seed=args.seed)
+        CA.train_decoder(model, CA.Schedule(args.decoder_steps, args.batch, args.decoder_lr), seed=args.seed,
+                         pool=pool, pool_share=args.reasoner_share)
     if args.encoder_steps:
         CA.train_encoder(model, CA.Schedule(args.encoder_steps, 16, args.encoder_lr), seed=args.seed)
     save(model, args.out)
@@ -87,6 +95,16 @@ def _train_teacher(args) -> int:
     tick = time.time()
     train = T.make_examples(T.TEACHER_SEED, args.n, decoder, reasoner, shares)
     held_out = T.make_examples(T.CHECK_SEED, args.eval, decoder, reasoner, shares) if args.eval else []
+    if args.loop_instances:
+        from .probe import Pack
+
+        if not (args.resume and decoder is not None and reasoner is not None):
+            raise ValueError("--loop-instances needs --resume (the teacher the loop runs with), --autoencoder and "
+                             "--reasoner.")
+        pack = Pack(args.reasoner, args.autoencoder, args.resume)
+        loop = T.loop_examples(pack, args.loop_instances)
+        del pack
+        train += loop * args.loop_repeat
     print(f"{len(train)} training clips, {len(held_out)} held out ({time.time() - tick:.0f} s)",
           flush=True)
     teacher = T.load(args.resume) if args.resume else T.build(args.out, seed=args.seed)
@@ -101,6 +119,41 @@ def _train_teacher(args) -> int:
     return 0
 
 
+def _train_all(args) -> int:
+    """Every toy model from scratch, in order, each stage's command line as above; then the models folder."""
+    from .models_folder import write_models_folder
+
+    out = Path(args.out)
+    work = out / "training"
+    work.mkdir(parents=True, exist_ok=True)
+    threads = ["--threads", str(args.threads)]
+    taehv, reasoner, teacher = work / "taehv.safetensors", work / "reasoner.safetensors", work / "teacher"
+    stages = {
+        "autoencoder": ["train-autoencoder", "--out", str(taehv), "--decoder-steps", str(args.decoder_steps),
+                        "--encoder-steps", str(args.encoder_steps), "--judge", "0"],
+        "reasoner": ["train-reasoner", "--out", str(reasoner), "--steps", str(args.reasoner_steps), "--eval", "0"],
+        "decoder_on_reasoner": ["train-autoencoder", "--resume", str(taehv), "--out", str(taehv),
+                                "--decoder-steps", str(args.finetune_steps), "--decoder-lr", "3e-4",
+                                "--encoder-steps", "0", "--reasoner", str(reasoner), "--judge", "0"],
+        "teacher": ["train-teacher", "--out", str(teacher), "--autoencoder", str(taehv), "--reasoner", str(reasoner),
+                    "--n", str(args.teacher_clips), "--steps", str(args.teacher_steps), "--eval", "0"],
+    }
+    seconds = {}
+    for name, argv in stages.items():
+        print(f"== {name}: python -m tto_models.toy {' '.join(argv + threads)}", flush=True)
+        tick = time.time()
+        code = main(argv + threads)
+        seconds[name] = round(time.time() - tick)
+        if code:
+            return code
+        print(f"== {name}: {seconds[name]} s", flush=True)
+    recipe = {"stages": {k: " ".join(v + threads).replace(str(out), "OUT") for k, v in stages.items()},
+              "seconds": seconds, "threads": args.threads}
+    write_models_folder(out, reasoner, taehv, teacher, recipe)
+    print(f"wrote the toy models folder {out} in {sum(seconds.values())} s", flush=True)
+    return 0
+
+
 def _probe_loop(args) -> int:
     from . import probe, world
 
@@ -110,6 +163,8 @@ def _probe_loop(args) -> int:
     base = sum(not r["baseline"] for r in rows)
     tto = sum(not r["tto"] for r in rows)
     print(f"baseline {base}/{len(rows)}, tto {tto}/{len(rows)}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
     return 0
 
 
@@ -139,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--decoder-steps", type=int, default=1000)
     a.add_argument("--decoder-lr", type=float, default=1e-3)
     a.add_argument("--batch", type=int, default=8, help="decoder crops per step")
+    a.add_argument("--reasoner", help="a trained toy reasoner: the decoder also learns its codes' scenes")
+    a.add_argument("--reasoner-scenes", type=int, default=400, help="reasoner codes to draw from")
+    a.add_argument("--reasoner-share", type=float, default=0.5, help="share of each batch from reasoner codes")
     a.add_argument("--encoder-steps", type=int, default=600)
     a.add_argument("--encoder-lr", type=float, default=1e-3)
     a.add_argument("--seed", type=int, default=0)
@@ -167,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--reasoner", help="toy reasoner: adds its samples and one-step predictions, decoded")
     t.add_argument("--shares", default="0.25,0.25,0.25,0.25", help="shares of drawn,decoded,sample,one_step clips")
     t.add_argument("--n", type=int, default=1200, help="training clips")
+    t.add_argument("--loop-instances", type=int, default=0,
+                   help="also the clips the loop shows this teacher (--resume) on this many training instances")
+    t.add_argument("--loop-repeat", type=int, default=2, help="how many times each loop clip enters the training set")
     t.add_argument("--vision-steps", type=int, default=300, help="dense per-token pre-training of the vision tower")
     t.add_argument("--steps", type=int, default=600)
     t.add_argument("--batch", type=int, default=8)
@@ -175,6 +236,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--eval", type=int, default=200, help="held-out clips for the accuracy table (0: none)")
     t.add_argument("--threads", type=int, default=1)
     t.set_defaults(run=_train_teacher)
+
+    w = sub.add_parser("train", help="train every toy model from scratch and lay them out in a ComfyUI models folder")
+    w.add_argument("--out", required=True, help="models folder to write (diffusion_models/, vae/, LLM/, conditioning/)")
+    w.add_argument("--decoder-steps", type=int, default=1200)
+    w.add_argument("--encoder-steps", type=int, default=600)
+    w.add_argument("--reasoner-steps", type=int, default=300)
+    w.add_argument("--finetune-steps", type=int, default=300, help="decoder steps on the reasoner's own codes")
+    w.add_argument("--teacher-clips", type=int, default=1200)
+    w.add_argument("--teacher-steps", type=int, default=600)
+    w.add_argument("--threads", type=int, default=2)
+    w.set_defaults(run=_train_all)
 
     q = sub.add_parser("probe-loop", help="baseline and TTO through the pack's nodes in process, checker verdicts")
     q.add_argument("--reasoner", required=True)
@@ -186,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--max-iterations", type=int, default=10)
     q.add_argument("--lr", type=float, default=1e-3)
     q.add_argument("--threshold", type=float, default=0.22)
+    q.add_argument("--json", help="write the per-instance rows here")
     q.set_defaults(run=_probe_loop)
     return p
 

@@ -85,8 +85,37 @@ def _crop(rng, code: np.ndarray, frames: np.ndarray) -> tuple[np.ndarray, np.nda
             frames[:, :f, y0 * p:(y0 + c) * p, x0 * p:(x0 + c) * p])
 
 
-def batch(rng, first_index: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    codes, frames = zip(*(_crop(rng, *scene_pair(rng, first_index + i)) for i in range(size)))
+REASONER_INDEX = 50_000   # the reasoner scenes' instances, apart from the drawn scenes' (same stream)
+
+
+def reasoner_scenes(reasoner, n: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """n (code, uint8 frames [17, 128, 128, 3]) pairs: the reasoner's own codes (4-step samples and one-step
+    predictions, half each) with the scene they hold drawn exactly (the ball track read back from the code).
+    The reasoner's codes are not exact ground truth, and a decoder trained on ground truth alone drew their
+    ball twice or not at all at latent-frame seams, so the checker failed sizes that the code got right."""
+    from . import reasoner as R
+
+    rng = np.random.default_rng([seed, REASONER_INDEX])
+    out = []
+    for i in range(n):
+        instance = world.generate_instance(TRAIN_SEED, REASONER_INDEX + i)
+        code = R.sample(reasoner.model, LC.encode(instance)[:, 0], seed=int(rng.integers(1 << 30)),
+                        one_step=bool(i % 2))
+        centres, radii = LC.ball_track(code)
+        centres = np.clip(centres, -20, world.SIZE + 20)
+        out.append((code, world.render_video(instance, centres, np.clip(radii, 1.0, 3 * world.BALL_RADIUS))))
+    return out
+
+
+def batch(rng, first_index: int, size: int, pool=None, pool_share: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    pairs = []
+    for i in range(size):
+        if pool and rng.random() < pool_share:
+            code, video = pool[rng.integers(len(pool))]
+            pairs.append(_crop(rng, code, video.transpose(3, 0, 1, 2).astype(np.float32) / 255.0))
+        else:
+            pairs.append(_crop(rng, *scene_pair(rng, first_index + i)))
+    codes, frames = zip(*pairs)
     return torch.from_numpy(np.stack(codes)), torch.from_numpy(np.stack(frames))
 
 
@@ -139,7 +168,9 @@ def new_model(seed: int = 0) -> TAEHV:
     return model
 
 
-def train_decoder(model: TAEHV, schedule: Schedule, seed: int = 0, log=print, start_index: int = 0) -> TAEHV:
+def train_decoder(model: TAEHV, schedule: Schedule, seed: int = 0, log=print, start_index: int = 0,
+                  pool=None, pool_share: float = 0.5) -> TAEHV:
+    """`pool`: (code, frames) pairs from `reasoner_scenes`, drawn for a `pool_share` of each batch."""
     rng = np.random.default_rng(seed)
     params = list(model.decoder.parameters())
     opt = torch.optim.Adam(params, lr=schedule.lr)
@@ -147,7 +178,7 @@ def train_decoder(model: TAEHV, schedule: Schedule, seed: int = 0, log=print, st
     for step in range(schedule.steps):
         for g in opt.param_groups:
             g["lr"] = schedule.lr_at(step)
-        codes, frames = batch(rng, start_index + step * schedule.batch, schedule.batch)
+        codes, frames = batch(rng, start_index + step * schedule.batch, schedule.batch, pool, pool_share)
         loss = decoder_loss(model.decode(codes), frames)
         clipped_step(opt, loss, params)
         progress(step, loss)
@@ -161,10 +192,21 @@ def first_frame_pair(rng, index: int) -> tuple[np.ndarray, np.ndarray]:
     return frame.transpose(2, 0, 1).astype(np.float32) / 255.0, LC.encode(instance)[:, 0]
 
 
+def encoder_channel_weights() -> torch.Tensor:
+    """[48, 1, 1] loss weights that give the target's two fields and the marks' four as much weight as the
+    ball's twelve: with equal weights per channel the encoder learnt the ball and left the target at its prior."""
+    w = torch.ones(LC.CHANNELS)
+    w[LC.TARGET_CHANNEL:LC.TARGET_CHANNEL + 2] = 6.0
+    w[LC.MARK_CHANNEL:LC.MARK_CHANNEL + 2 * LC.MAX_MARKS] = 3.0
+    w[LC.USED_CHANNELS:] = 0.1
+    return (w * LC.CHANNELS / w.sum()).view(-1, 1, 1)
+
+
 def train_encoder(model: TAEHV, schedule: Schedule, seed: int = 0, log=print, start_index: int = 0) -> TAEHV:
     rng = np.random.default_rng(seed)
     params = list(model.encoder.parameters())
     opt = torch.optim.Adam(params, lr=schedule.lr)
+    weight = encoder_channel_weights()
     progress = Progress("encoder", schedule.steps, log)
     for step in range(schedule.steps):
         for g in opt.param_groups:
@@ -172,7 +214,7 @@ def train_encoder(model: TAEHV, schedule: Schedule, seed: int = 0, log=print, st
         frames, codes = zip(*(first_frame_pair(rng, start_index + step * schedule.batch + i)
                               for i in range(schedule.batch)))
         pred = model.encode_still(torch.from_numpy(np.stack(frames)))
-        loss = ((pred - torch.from_numpy(np.stack(codes))) ** 2).mean() * (LC.CHANNELS / LC.USED_CHANNELS)
+        loss = (weight * (pred - torch.from_numpy(np.stack(codes))) ** 2).mean()
         clipped_step(opt, loss, params)
         progress(step, loss)
     return model

@@ -6,12 +6,13 @@ This is for tuning the toy world quickly; the results that count go through a re
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
 
 import numpy as np
 import torch
 
-from . import latent_code as LC
 from . import reasoner as R
 from . import teacher as T
 from . import world
@@ -42,9 +43,11 @@ class Pack:
         self.positive = [[cond, {}]]
         self.negative = [[cond, {}]]
 
-    def latent(self, first_code: np.ndarray) -> dict:
-        """The LATENT the pack's TAEHV image-to-video node builds, for this exact first-frame code."""
-        return self.latent_nodes.first_frame_latent(torch.from_numpy(first_code)[None, :, None], LC.LATENT_FRAMES)
+    def latent(self, instance: world.Instance) -> dict:
+        """The LATENT the pack's TAEHV image-to-video node builds from the instance's first frame (as LoadImage
+        reads first_frame.png): the toy TAEHV's encoder writes latent frame 0."""
+        image = torch.from_numpy(world.render_video(instance)[:1]).float() / 255.0
+        return self.latent_nodes.image_to_video_latent(self.vae, image, world.SIZE, world.SIZE, world.FRAMES)
 
     def video(self, latent: torch.Tensor) -> np.ndarray:
         with torch.no_grad():
@@ -63,21 +66,53 @@ class Pack:
         out = loop.execute(marked, self.positive, self.negative, latent, self.teacher, queries, seed,
                            R.SAMPLE_STEPS, 1.0, "euler", "simple", max_iterations, learning_rate, loss_threshold,
                            T.K, 0.5, "first", float(world.FPS), self.vae, "default").result
-        return out[1]["samples"], int(out[5]), out[4]
+        return out[1]["samples"], int(out[5]), json.loads(out[4])
+
+
+class _Recording:
+    """A loop decoder that also keeps every prediction it is shown, decoded whole (all frames, no gradient)."""
+
+    def __init__(self, inner, store: list):
+        self.inner, self.store = inner, store
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def __call__(self, latent, indices=None):
+        with torch.no_grad():
+            self.store.append(self.inner(latent.detach(), None).detach().clone())
+        return self.inner(latent, indices)
+
+
+@contextlib.contextmanager
+def recording_predictions(pack: Pack):
+    """Within the block, the TTOLoop node's loop decoder records each iteration's decoded prediction
+    ([frames, 3, H, W] in [0, 1]) in the yielded list: the clips the teacher is shown mid-optimisation."""
+    store: list = []
+    original = pack.nodes.surrogate_decoder
+    pack.nodes.surrogate_decoder = lambda vae, model: _Recording(original(vae, model), store)
+    try:
+        yield store
+    finally:
+        pack.nodes.surrogate_decoder = original
 
 
 def run(pack: Pack, instances, seed: int = 0, max_iterations: int = 10, learning_rate: float = 1e-3,
         loss_threshold: float = 0.22, log=print) -> list[dict]:
     rows = []
     for instance in instances:
-        latent = pack.latent(LC.encode(instance)[:, 0])
+        latent = pack.latent(instance)
         queries = [pack.Query(q.text, q.kind) for q in T.queries_for(instance)]
         base = world.check_video(pack.video(pack.baseline(latent, seed)), instance)
         tick = time.time()
-        final, iterations, _ = pack.tto(latent, queries, seed, max_iterations, learning_rate, loss_threshold)
+        final, iterations, report = pack.tto(latent, queries, seed, max_iterations, learning_rate, loss_threshold)
         adapted = world.check_video(pack.video(final), instance)
+        rules = T.rules_for(instance)
         row = {"index": instance.index, "baseline": base.failed_rules(), "tto": adapted.failed_rules(),
-               "iterations": iterations, "seconds": round(time.time() - tick, 1)}
+               "iterations": iterations, "stop": report["stop_reason"],
+               "first_scores": {r: q["first_score"] for r, q in zip(rules, report["queries"])},
+               "final_scores": {r: q["final_score"] for r, q in zip(rules, report["queries"])},
+               "seconds": round(time.time() - tick, 1)}
         log(row)
         rows.append(row)
     return rows

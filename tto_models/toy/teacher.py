@@ -25,6 +25,7 @@ TEACHER_SEED = 300        # instance stream of the training clips
 CHECK_SEED = 1000
 K = 9                     # frames shown to the teacher: 0, 2, ..., 16
 SOURCES = ("drawn", "decoded", "sample", "one_step")
+LOOP_INDEX = 20_000       # instances of the loop's own predictions, apart from the other clips' (same stream)
 
 QUESTIONS = {
     "goal": "Is the yellow ball inside the red square at the end of the video?",
@@ -121,6 +122,28 @@ def make_examples(seed: int, n: int, decoder=None, reasoner=None, shares=(0.25, 
             with torch.no_grad():
                 video = to_uint8(decoder.decode(torch.from_numpy(code)[None])[0])
         out.append(Example(video, instance, source, world.check_video(video, instance)))
+    return out
+
+
+def loop_examples(pack, n: int, max_iterations: int = 10, learning_rate: float = 1e-3,
+                  loss_threshold: float = 0.22, log=print) -> list[Example]:
+    """What the loop shows the teacher, labelled by the checker: each iteration's decoded one-step prediction
+    as the LoRA moves, and the final sample, for n training instances (`pack`: probe.Pack with the teacher
+    being improved). Clips that pushed a teacher towards "Yes" while the checker says no are where it is fooled."""
+    from .probe import recording_predictions
+
+    out = []
+    for i in range(n):
+        instance = world.generate_instance(TEACHER_SEED, LOOP_INDEX + i)
+        latent = pack.latent(instance)
+        queries = [pack.Query(q.text, q.kind) for q in queries_for(instance)]
+        with recording_predictions(pack) as shown:
+            final, iterations, _ = pack.tto(latent, queries, i, max_iterations, learning_rate, loss_threshold)
+        clips = [c for j, c in enumerate(shown) if j == 0 or not torch.equal(c, shown[j - 1])]   # recomputed decodes
+        videos = [to_uint8(c.permute(1, 0, 2, 3)) for c in clips] + [pack.video(final)]
+        for video in videos:
+            out.append(Example(video, instance, "loop", world.check_video(video, instance)))
+        log(f"loop clips: instance {i + 1}/{n}, {iterations} iterations, {len(out)} clips")
     return out
 
 

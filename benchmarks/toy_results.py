@@ -1,0 +1,96 @@
+"""The toy world's results table: every method's videos scored by the checker, from tto-bench output folders.
+
+    python benchmarks/toy_results.py --tasks TASKS --out OUT [--json FILE]
+
+OUT holds one folder per method as `tto-bench --out OUT --method M` writes it (summary.json and the videos).
+Prints a markdown table: success with a 95% Wilson interval and the rules that failed, seconds per task, the
+loop's iterations and stop reasons, Best-of-N's N, and the failure analysis of the loop: for each video the
+checker fails, whether the teacher believed it good (the loop stopped at its loss threshold: fooled) or never
+got there (it ran out of iterations: not converged).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tto_models.toy import files, world  # noqa: E402
+
+METHODS = ("baseline", "solver", "best_of_n", "tto")
+
+
+def method_row(folder: Path, tasks: Path) -> dict | None:
+    summary_path = folder / "summary.json"
+    if not summary_path.is_file():
+        return None
+    summary = json.loads(summary_path.read_text())
+    scores = files.score_folder(folder, tasks)
+    records = {r["task"]: r for r in summary["tasks"] if r.get("status") == "done"}
+    seconds = [r["seconds"] for r in records.values() if r.get("seconds") is not None]
+    row = {"method": summary["method"], "n": scores["n"], "successes": scores["successes"],
+           "wilson95": world.wilson_interval(scores["successes"], scores["n"]), "failures": scores["failures"],
+           "seconds_mean": statistics.mean(seconds) if seconds else None,
+           "seconds_max": max(seconds) if seconds else None, "settings": summary.get("settings")}
+    if summary["method"] == "tto":
+        row["iterations_mean"] = statistics.mean(r["iterations"] for r in records.values() if r.get("iterations"))
+        row["stop_reasons"] = dict(Counter(r.get("stop_reason") for r in records.values()))
+        walls = [r["cost"].get("equal_wall_samples") for r in records.values() if r.get("cost")]
+        walls = [w for w in walls if w]
+        row["equal_wall_samples_mean"] = statistics.mean(walls) if walls else None
+        analysis = Counter()
+        for task, verdict in scores["per_task"].items():
+            if verdict.get("success"):
+                continue
+            stop = records.get(task, {}).get("stop_reason")
+            analysis["fooled" if stop == "threshold" else "not converged" if stop == "max_iterations"
+                     else str(stop)] += 1
+        row["failure_analysis"] = dict(analysis)
+    if summary["method"] == "best_of_n":
+        row["n_samples"] = sorted({len(r.get("candidates") or []) for r in records.values()})
+    return row
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| method | success | 95% Wilson | failed rules (goal / obstacles / size) | s per task (mean, max) | notes |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        f = r["failures"]
+        notes = []
+        if "iterations_mean" in r:
+            notes.append(f"iterations {r['iterations_mean']:.1f} mean; stops {r['stop_reasons']}; "
+                         f"equal-wall samples {r['equal_wall_samples_mean']:.1f} mean; "
+                         f"failures {r['failure_analysis']}")
+        if "n_samples" in r:
+            notes.append(f"N = {r['n_samples']}")
+        lo, hi = r["wilson95"]
+        secs = "-" if r["seconds_mean"] is None else f"{r['seconds_mean']:.1f}, {r['seconds_max']:.1f}"
+        lines.append(f"| {r['method']} | {r['successes']}/{r['n']} ({100 * r['successes'] / r['n']:.0f}%) | "
+                     f"{100 * lo:.0f}-{100 * hi:.0f}% | {f['goal']} / {f['obstacles']} / {f['size']} | "
+                     f"{secs} | {'; '.join(notes)} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tasks", required=True, help="the tasks folder the videos were made from")
+    p.add_argument("--out", required=True, help="tto-bench's --out, one folder per method")
+    p.add_argument("--json", help="also write the rows here")
+    args = p.parse_args(argv)
+    rows = [r for m in METHODS if (r := method_row(Path(args.out) / m, Path(args.tasks))) is not None]
+    if not rows:
+        print(f"no method folders with summary.json under {args.out}", file=sys.stderr)
+        return 2
+    print(markdown(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""The toy models laid out in a ComfyUI `models/` folder, where the stock loaders and the pack's loaders
+find them, with a manifest that says what was built and how.
+
+    diffusion_models/toy_wan22_reasoner.safetensors   UNETLoader
+    vae/toy_taew2_2.safetensors                       VAELoader (decodes; the pack's TAEHVImageToVideoLatent encodes)
+    LLM/toy-qwen3-vl/                                 VLMTeacherLoader
+    conditioning/toy_prompt.safetensors               LoadConditioningFile (the toy reasoner has no text encoder)
+    toy_models_manifest.json
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+MANIFEST_NAME = "toy_models_manifest.json"
+LAYOUT = {
+    "reasoner": "diffusion_models/toy_wan22_reasoner.safetensors",
+    "taehv": "vae/toy_taew2_2.safetensors",
+    "teacher": "LLM/toy-qwen3-vl",
+    "conditioning": "conditioning/toy_prompt.safetensors",
+}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def missing_items(folder) -> list[str]:
+    """The layout's paths (and the manifest) that `folder` lacks."""
+    folder = Path(folder)
+    return [rel for rel in [*LAYOUT.values(), MANIFEST_NAME] if not (folder / rel).exists()]
+
+
+def write_models_folder(out, reasoner, taehv, teacher, recipe: dict | None = None) -> Path:
+    """Copy a trained reasoner file, TAEHV file and teacher folder into `out` in the layout above, write the
+    fixed prompt embedding beside them, and a manifest with every file's sha256 and the `recipe`."""
+    from tto_models.wan import write_tiny_conditioning
+
+    from .reasoner import PROMPT_SEED
+
+    out = Path(out)
+    sources = {"reasoner": Path(reasoner), "taehv": Path(taehv), "teacher": Path(teacher)}
+    for item, source in sources.items():
+        target = out / LAYOUT[item]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.resolve() == target.resolve():
+            continue
+        if source.is_dir():
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(source, target)
+        else:
+            shutil.copyfile(source, target)
+    write_tiny_conditioning(out / LAYOUT["conditioning"], seed=PROMPT_SEED)
+    files = {}
+    for rel in LAYOUT.values():
+        path = out / rel
+        for f in ([path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())):
+            files[f.relative_to(out).as_posix()] = _sha256(f)
+    (out / MANIFEST_NAME).write_text(json.dumps({"files": files, "recipe": recipe or {}}, indent=1) + "\n")
+    return out
