@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.server
 import importlib
 import json
+import sys
 import threading
 import tomllib
 from pathlib import Path
@@ -21,8 +22,11 @@ from tto_runner.bench import (METHODS, MODEL_SETS, TEMPLATE_DIR, BenchError, Tas
 from tto_runner.bench.cli import local_server
 from tto_runner.bench.records import Summary, base_record, counts_as_done, read_reports, sampler_cost, summarise_reports
 from tto_runner.bench.scheduler import LocalIOError, TaskQueue, describe_error, is_server_error, save_video
-from tto_runner.bench.templates import check_settings, config_hash, instruction_slots
+from tto_runner.bench.templates import LATENT_NODES, check_settings, config_hash, instruction_slots
 from tto_runner.demo import draw_first_frame, models_cache
+from tto_runner.toy_models import (ENV_VAR, TOY_LAYOUT, ToyModelsError, available_toy_models, ensure_toy_models,
+                                   train_command)
+from tto_runner.toy_models import models_cache as toy_models_cache
 
 PROMPT = "Slide the blue cube onto the green circle."   # not the templates' own text, so a fill shows
 NEGATIVE = "blurry, static, distorted"
@@ -111,8 +115,9 @@ def test_templates_exist_for_every_method_and_fill(task):
             if models == "wan22" or method != "baseline":  # the tiny baseline has no text input at all
                 assert "prompt" in applied
                 assert [n.get("value") for n in nodes["PrimitiveStringMultiline"]] == [PROMPT]
-            latent = nodes["Wan22ImageToVideoLatent"][0]
-            expected = (96, 96) if models == "wan22" else (64, 64)  # wan22: the image's size; tiny: the template's
+            (latent,) = [n for cls in LATENT_NODES for n in nodes.get(cls, [])]
+            # wan22: the image's size; tiny and toy: the template's
+            expected = {"wan22": (96, 96), "tiny": (64, 64), "toy": (128, 128)}[models]
             assert (latent["width"], latent["height"]) == expected
             assert template == load_template(TEMPLATE_DIR / f"{method}_{models}.json")  # the template is untouched
 
@@ -203,6 +208,32 @@ def test_settings_are_applied_by_their_node_input_names(task):
     assert by_class(prompt)["Wan22ImageToVideoLatent"][0]["length"] == 13
     assert set(settings) <= applied
     assert config_hash(template, settings, "template") != config_hash(template, dict(settings, frames=5), "template")
+    toy, applied = fill_template(load_template(TEMPLATE_DIR / "tto_toy.json"), task, "x.png", settings, "p")
+    assert by_class(toy)["TAEHVImageToVideoLatent"][0]["length"] == 13 and set(settings) <= applied
+
+
+def test_the_toy_templates_fit_the_toy_world_and_its_models_folder():
+    """128x128, 17 frames at the world's frame rate, the TAEHV encoding the first frame and decoding every
+    video, and file names from the toy models folder's layout."""
+    from tto_models.toy import world
+    from tto_runner.toy_models import TOY_LAYOUT
+
+    files = {Path(rel).name for rel in TOY_LAYOUT.values()}
+    for method in METHODS:
+        template = load_template(TEMPLATE_DIR / f"{method}_toy.json")
+        nodes = by_class(template)
+        assert "Wan22ImageToVideoLatent" not in nodes
+        (latent,) = nodes["TAEHVImageToVideoLatent"]
+        assert (latent["width"], latent["height"], latent["length"]) == (world.SIZE, world.SIZE, world.FRAMES)
+        (taehv,) = [k for k, v in template.items() if v["class_type"] == "VAELoader"]
+        assert latent["vae"] == [taehv, 0] and all(n["vae"] == [taehv, 0] for n in nodes["VAEDecode"])
+        assert [n["fps"] for n in nodes["CreateVideo"]] == [world.FPS]
+        named = {v for node in template.values() for k, v in node["inputs"].items()
+                 if k in ("unet_name", "vae_name", "model_name", "file")}
+        assert named <= files and "toy_taew2_2.safetensors" in named
+        for cls, decoder in (("TTOLoop", "loop_decoder"), ("BestOfNSample", "decoder")):
+            for node in nodes.get(cls, []):
+                assert node["video_fps"] == world.FPS and node[decoder] == [taehv, 0]
 
 
 def test_a_setting_no_node_takes_is_refused(task, tmp_path, capsys):
@@ -377,6 +408,66 @@ def test_the_local_wan22_server_needs_a_models_folder(tmp_path):
     args = build_parser().parse_args(["--tasks", "t", "--method", "tto", "--out", "o", "--models", "wan22"])
     with pytest.raises(BenchError, match="--models-dir"):
         local_server(args, tmp_path)
+
+
+def write_toy_layout(folder: Path, manifest: bool = True) -> Path:
+    """Files named like the toy models (not models: nothing loads them here)."""
+    for rel in TOY_LAYOUT.values():
+        path = folder / rel / "config.json" if rel.startswith("LLM/") else folder / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}")
+    if manifest:
+        (folder / "toy_models_manifest.json").write_text("{}")
+    return folder
+
+
+def test_the_local_toy_server_checks_the_models_folder(tmp_path):
+    argv = ["--tasks", "t", "--method", "tto", "--out", "o", "--models", "toy", "--comfyui", str(fake_host(tmp_path))]
+    models = tmp_path / "toy"
+    (models / "vae").mkdir(parents=True)
+    with pytest.raises(BenchError, match="lacks the toy models diffusion_models/toy_wan22_reasoner.safetensors, "
+                                         "vae/toy_taew2_2.safetensors, LLM/toy-qwen3-vl, "
+                                         "conditioning/toy_prompt.safetensors; train them with"):
+        local_server(build_parser().parse_args(argv + ["--models-dir", str(models)]), tmp_path / "base")
+    write_toy_layout(models, manifest=False)   # a folder the user names needs no manifest
+    server = local_server(build_parser().parse_args(argv + ["--models-dir", str(models)]), tmp_path / "base")
+    assert server.models_dir == models and "--cpu" in server.command()
+
+
+TRAIN_FAKE = """import json, pathlib, sys
+out = pathlib.Path(sys.argv[sys.argv.index("--out") + 1])
+print("training into", out.name, flush=True)
+for rel in json.loads(sys.argv[1]):
+    path = out / rel / "config.json" if rel.startswith("LLM/") else out / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("{}")
+(out / "toy_models_manifest.json").write_text("{}")
+"""
+
+
+def test_toy_models_are_built_once_by_the_training_command_and_a_failure_names_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("TTO_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    assert toy_models_cache() == tmp_path / "home" / "toy-models" and available_toy_models() is None
+    assert train_command(Path("x"))[1:] == ["-m", "tto_models.toy", "train", "--out", "x"]
+    lines = []
+    fail = [sys.executable, "-c", "import sys; print('no such command: train'); sys.exit(2)"]
+    with pytest.raises(ToyModelsError, match=r"with `python -c .*` failed \(exit 2; last lines: no such command"):
+        ensure_toy_models(command=fail, log=lines.append)
+    assert not toy_models_cache().exists() and "  no such command: train" in lines
+
+    partial = tmp_path / "home" / "toy-models.partial"
+    fake = [sys.executable, "-c", TRAIN_FAKE, json.dumps(list(TOY_LAYOUT.values())), "--out", str(partial)]
+    assert ensure_toy_models(command=fake, log=lines.append) == toy_models_cache()
+    assert "  training into toy-models.partial" in lines and not partial.exists()
+    assert available_toy_models() == toy_models_cache()
+    lines.clear()
+    assert ensure_toy_models(command=fail, log=lines.append) == toy_models_cache() and lines == []   # cached
+
+    monkeypatch.setenv(ENV_VAR, str(write_toy_layout(tmp_path / "elsewhere", manifest=False)))
+    assert available_toy_models() == tmp_path / "elsewhere"
+    monkeypatch.setenv(ENV_VAR, str(tmp_path / "empty"))
+    assert available_toy_models() is None
 
 
 class _Stats(http.server.BaseHTTPRequestHandler):

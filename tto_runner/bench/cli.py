@@ -19,17 +19,28 @@ from .templates import (INSTRUCTION_TITLE, METHODS, MODEL_SETS, SETTING_TARGETS,
                         latent_size, load_template, template_path)
 
 
+CPU_MODEL_SETS = ("tiny", "toy")   # small enough for a CPU; their templates fix the size (the toy world's is 128x128)
+
+
 def default_local_device(models: str) -> str:
-    return "cpu" if models == "tiny" else "gpu"
+    return "cpu" if models in CPU_MODEL_SETS else "gpu"
 
 
 def default_size_policy(models: str) -> str:
-    return "template" if models == "tiny" else "image"
+    return "template" if models in CPU_MODEL_SETS else "image"
 
 
 def local_server(args: argparse.Namespace, base_dir: Path) -> LocalComfy:
     """The local ComfyUI that serves a run without --server (not started yet)."""
-    if args.models_dir is not None:
+    if args.models == "toy":
+        from ..toy_models import ToyModelsError, check_models_dir, ensure_toy_models
+
+        try:
+            models_dir = (check_models_dir(Path(args.models_dir)) if args.models_dir is not None else
+                          ensure_toy_models(log=lambda line: print(line, file=sys.stderr, flush=True)))
+        except ToyModelsError as e:
+            raise BenchError(str(e)) from None
+    elif args.models_dir is not None:
         models_dir = args.models_dir
     elif args.models == "tiny":
         from ..demo import ensure_tiny_models
@@ -200,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", required=True, help="folder of task folders (searched recursively)")
     p.add_argument("--method", required=True, choices=METHODS)
     p.add_argument("--models", default="tiny", choices=MODEL_SETS,
-                   help="which templates: tiny (the tiny demo models) or wan22 (real Wan 2.2 TI2V-5B file names)")
+                   help="which templates: tiny (the tiny demo models), toy (the trained ball-to-target toy world, "
+                        "tto_models/toy) or wan22 (real Wan 2.2 TI2V-5B file names)")
     p.add_argument("--workflow",
                    help="API-format template to use instead of workflows/api/bench/<method>_<models>.json")
     p.add_argument("--out", required=True, help="output folder; results go to <out>/<method>/")
@@ -217,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cfg", type=float, help="classifier-free guidance")
     g.add_argument("--length", type=int, help="video length in frames (4n+1)")
     g.add_argument("--size", help="video size: image (the first frame's, rounded to multiples of 32 and capped at "
-                                  "the template's pixel count; default for wan22), template (default for tiny) "
+                                  "the template's pixel count; default for wan22), template (default for tiny and toy) "
                                   "or WIDTHxHEIGHT")
     r = p.add_argument_group("running")
     r.add_argument("--timeout", type=float, default=3600, help="seconds one task may run before it is retried "
@@ -227,11 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-attempts", type=int, default=3, help="attempts per task across servers (default 3)")
     r.add_argument("--force", action="store_true", help="run every task again, even those already done")
     r.add_argument("--limit", type=int, help="only the first N task folders (by id)")
-    r.add_argument("--models-dir", help="models folder for the local server (default for tiny: the tiny models)")
+    r.add_argument("--models-dir", help="models folder for the local server (default for tiny: the tiny models; "
+                                        "for toy: the cached toy models, trained on first use)")
     r.add_argument("--comfyui", help="ComfyUI folder for the local server (default: $TTO_COMFYUI or the one "
                                      "scripts/setup_env.sh builds)")
     r.add_argument("--local-device", choices=("cpu", "gpu"),
-                   help="device of the local server (default: cpu for tiny, gpu for wan22)")
+                   help="device of the local server (default: cpu for tiny and toy, gpu for wan22)")
     r.add_argument("--keep-server-dir", action="store_true", help="keep the local server's working folder")
     return p
 

@@ -25,7 +25,7 @@ import websocket
 from ..client import ComfyClient, PromptFailed, PromptInterrupted, PromptRejected, server_answers
 from .records import base_record, read_reports, summarise_reports
 from .tasks import Task, task_slug
-from .templates import fill_template, output_node
+from .templates import LATENT_NODES, fill_template, output_node
 
 TASK_FAILURE_ATTEMPTS = 2   # a prompt that fails for its own reasons is tried at most this often
 
@@ -251,7 +251,7 @@ class Worker(threading.Thread):
         record = base_record(task, job.method, "done", job.config)
         reports = read_reports(prompt, history)
         summarise_reports(record, reports, prompt)
-        latent = next((v["inputs"] for v in prompt.values() if v["class_type"] == "Wan22ImageToVideoLatent"), {})
+        latent = next((v["inputs"] for v in prompt.values() if v["class_type"] in LATENT_NODES), {})
         record.update(server=self.url, seconds=round(time.monotonic() - started, 2), prompt_id=prompt_id,
                       video=f"{task.id}.mp4", size=[latent["width"], latent["height"]] if "width" in latent else None,
                       length=latent.get("length"), reports=reports or None)

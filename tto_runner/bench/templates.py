@@ -21,9 +21,12 @@ from ..workflow_format import is_link
 from .tasks import BenchError, Task
 
 METHODS = ("baseline", "best_of_n", "solver", "tto")
-MODEL_SETS = ("tiny", "wan22")
+MODEL_SETS = ("tiny", "wan22", "toy")
 TEMPLATE_DIR = REPO_ROOT / "workflows" / "api" / "bench"
 SEED_INPUTS = ("seed", "noise_seed")
+# Image-to-video latent nodes: the stock one (full Wan 2.2 VAE) and the pack's TAEHV one (the toy set has no
+# full VAE). Both take width, height and length.
+LATENT_NODES = ("Wan22ImageToVideoLatent", "TAEHVImageToVideoLatent")
 RESULT_TITLE = "result"
 INSTRUCTION_TITLE = "instruction"
 # Nodes that can hold the task's prompt, and the input it goes to.
@@ -40,7 +43,7 @@ SETTING_TARGETS: dict[str, list[tuple[str, str]]] = {
     "frames": [("TTOLoop", "frames"), ("BestOfNSample", "frames")],
     "steps": [("KSampler", "steps"), ("TTOLoop", "steps"), ("BestOfNSample", "steps")],
     "cfg": [("KSampler", "cfg"), ("TTOLoop", "cfg"), ("BestOfNSample", "cfg")],
-    "length": [("Wan22ImageToVideoLatent", "length")],
+    "length": [(cls, "length") for cls in LATENT_NODES],
 }
 
 
@@ -150,7 +153,7 @@ def round32(x: float) -> int:
 
 
 def latent_size(image_size: tuple[int, int], policy: str, template_size: tuple[int, int]) -> tuple[int, int]:
-    """Width and height for Wan22ImageToVideoLatent.
+    """Width and height for the image-to-video latent node (LATENT_NODES).
 
     policy "template": the template's own size. "image": the first frame's size rounded to multiples of 32,
     scaled down (same aspect) when it holds more pixels than the template's size. "WxH": that size, rounded
@@ -189,7 +192,7 @@ def fill_template(template: dict, task: Task, image_name: str, settings: dict, p
         cls, inputs = node["class_type"], node.setdefault("inputs", {})
         if cls == "LoadImage":
             inputs["image"] = image_name
-        elif cls == "Wan22ImageToVideoLatent" and task.size is not None:
+        elif cls in LATENT_NODES and task.size is not None:
             size = latent_size(task.size, size_policy, (inputs.get("width", 832), inputs.get("height", 480)))
             inputs["width"], inputs["height"] = size
         elif cls == "SaveVideo":
