@@ -72,6 +72,8 @@ def test_the_toy_world_through_a_local_server_scored_by_its_checker(toy_tasks, t
             assert record["cost"]["equal_wall_samples"] >= 1
         else:
             assert record["cost"]["reasoner_forward"] == 4
+    if method == "tto":
+        assert "Best-of-N at this run's wall time: --n " in run.stderr
     verdicts = score(out / method, toy_tasks)
     assert verdicts["n"] == N_TASKS and verdicts["failures"]["missing"] == 0
     assert sorted(verdicts["per_task"]) == [r["task"] for r in summary["tasks"]]

@@ -20,7 +20,8 @@ from tto_runner import REPO_ROOT, ComfyClient, ServerConnectionError, cache_root
 from tto_runner.bench import (METHODS, MODEL_SETS, TEMPLATE_DIR, BenchError, Task, build_parser, discover_tasks,
                               fill_template, latent_size, load_template, main)
 from tto_runner.bench.cli import local_server
-from tto_runner.bench.records import Summary, base_record, counts_as_done, read_reports, sampler_cost, summarise_reports
+from tto_runner.bench.records import (Summary, base_record, counts_as_done, equal_wall_n, read_reports, run_means,
+                                      sampler_cost, summarise_reports)
 from tto_runner.bench.scheduler import LocalIOError, TaskQueue, describe_error, is_server_error, save_video
 from tto_runner.bench.templates import LATENT_NODES, check_settings, config_hash, instruction_slots
 from tto_runner.demo import draw_first_frame, models_cache
@@ -333,6 +334,53 @@ def test_what_counts_as_done_when_resuming(task, tmp_path):
     assert body["counts"] == {"done": 1, "failed": 1} and [r["task"] for r in body["tasks"]] == ["b/1", task.id]
     (out / "summary.json").write_text("[1, 2]")                # not a summary: nothing counts as done
     assert not Summary(out / "summary.json", {}).is_done(task, "abc", out)
+
+
+def tto_summary(folder: Path, walls: list, config: str = "abc") -> Path:
+    summary = Summary(folder / "summary.json", {"method": "tto", "config": config})
+    for i, n in enumerate(walls):
+        record = dict(base_record(Task(id=f"s/{i}", dir=folder), "tto", "done", config), seconds=2.0 + i,
+                      cost={"wall_s": 1.0 + i, "equal_wall_samples": n})
+        summary.put(record)
+    summary.write()
+    return summary.path
+
+
+def test_best_of_n_takes_n_from_a_finished_tto_run(task, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    path = tto_summary(runs / "tto", [4, 7, 8])
+    summary = Summary(path, {"method": "tto", "config": "abc"})
+    summary.put(base_record(Task(id="s/failed", dir=tmp_path), "tto", "failed", "abc"))
+    summary.put(dict(base_record(Task(id="s/old", dir=tmp_path), "tto", "done", "older settings"),
+                     cost={"equal_wall_samples": 100}))
+    means = run_means(summary.records.values(), "abc")   # the failed task and the other experiment do not count
+    assert means == {"tasks": 3, "seconds": 3.0, "wall_s": 2.0, "equal_wall_samples": 19 / 3}
+    assert equal_wall_n(runs / "tto") == (6, means) and equal_wall_n(path)[0] == 6
+    assert run_means([])["equal_wall_samples"] is None
+
+    tasks = task.dir.parents[2]
+    out = tmp_path / "bon"
+    nowhere = ["--server", "http://127.0.0.1:9"]   # plans, writes the summary header, then finds no server
+    assert main(["--tasks", str(tasks), "--method", "best_of_n", "--out", str(out), "--n-from", str(runs / "tto"),
+                 *nowhere]) == 2
+    err = capsys.readouterr().err
+    assert "--n 6: the mean equal_wall_samples (6.333) of 3 done tasks" in err and "no usable server" in err
+    header = json.loads((out / "best_of_n" / "summary.json").read_text())
+    assert header["settings"]["n"] == 6 and header["n_from"]["equal_wall_samples"] == 6.333
+    assert main(["--tasks", str(tasks), "--method", "best_of_n", "--out", str(out), "--n", "3", "--n-from",
+                 str(runs / "tto")]) == 2
+    assert "--n and --n-from both set N" in capsys.readouterr().err
+    assert equal_wall_n(runs)[0] == 6   # <out> itself: its tto run
+    assert main(["--tasks", str(tasks), "--method", "best_of_n", "--out", str(out), "--n-from",
+                 str(out / "best_of_n")]) == 2
+    assert "is not the summary of a tto run (its method is 'best_of_n')" in capsys.readouterr().err
+    assert main(["--tasks", str(tasks), "--method", "best_of_n", "--out", str(out), "--n-from",
+                 str(tmp_path / "nothing")]) == 2
+    assert "no readable tto-bench summary" in capsys.readouterr().err
+    tto_summary(runs / "tto_without_cost", [])
+    assert main(["--tasks", str(tasks), "--method", "best_of_n", "--out", str(out), "--n-from",
+                 str(runs / "tto_without_cost")]) == 2
+    assert "no done task" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------- scheduling

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..local_server import LocalComfy
 from ..paths import REPO_ROOT
-from .records import Summary, base_record
+from .records import Summary, base_record, equal_wall_n, run_means
 from .scheduler import Job, TaskQueue, Worker, check_server, run_workers
 from .tasks import FIRST_FRAME, PROMPT_FILE, BenchError, discover_tasks
 from .templates import (INSTRUCTION_TITLE, METHODS, MODEL_SETS, SETTING_TARGETS, check_settings, config_hash,
@@ -102,6 +102,13 @@ def run_bench(args: argparse.Namespace) -> dict:
             raise BenchError(f"no template for --method {method} --models {models} ({tpath.relative_to(REPO_ROOT)});"
                              f" pass --workflow")
     template = load_template(tpath)
+    n_from = None
+    if args.n_from is not None:
+        if args.n is not None:
+            raise BenchError("--n and --n-from both set N; give one")
+        args.n, means = equal_wall_n(Path(args.n_from))
+        n_from = {"run": str(args.n_from), "equal_wall_samples": round(means["equal_wall_samples"], 3),
+                  "tasks": means["tasks"], "n": args.n, "tto_wall_s": means["wall_s"]}
     settings = {"seed": args.seed, **{name: getattr(args, name) for name in SETTING_TARGETS}}
     takes_prompt = check_settings(template, settings, tpath.name)
     size_policy = args.size or default_size_policy(models)
@@ -112,7 +119,8 @@ def run_bench(args: argparse.Namespace) -> dict:
                      else tpath.name)
     summary = Summary(out_dir / "summary.json", {
         "method": method, "models": models, "template": template_name, "config": config,
-        "settings": {k: v for k, v in settings.items() if v is not None}, "size": size_policy})
+        "settings": {k: v for k, v in settings.items() if v is not None}, "size": size_policy,
+        **({"n_from": n_from} if n_from else {})})
 
     tasks = discover_tasks(args.tasks)
     if not tasks:
@@ -128,6 +136,9 @@ def run_bench(args: argparse.Namespace) -> dict:
     progress = Progress(len(todo))
     progress.note(f"tto-bench: {len(tasks)} task folders, {len(invalid)} invalid, {skipped} already done, "
                   f"{len(todo)} to run ({method}, {models}, {template_name})")
+    if n_from:
+        progress.note(f"--n {args.n}: the mean equal_wall_samples ({n_from['equal_wall_samples']}) of "
+                      f"{n_from['tasks']} done tasks in {args.n_from}")
     for t in invalid:
         progress.note(f"invalid: {t.id}: {t.error}")
     if not takes_prompt:
@@ -142,7 +153,7 @@ def run_bench(args: argparse.Namespace) -> dict:
             _run(args, job, todo, summary, progress)
     finally:
         progress.close()
-    return dict(result, counts=summary.counts())
+    return dict(result, counts=summary.counts(), means=run_means(summary.records.values(), config), n_from=n_from)
 
 
 def _run(args: argparse.Namespace, job: Job, todo: list, summary: Summary, progress: Progress) -> None:
@@ -221,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("method settings (default: the template's values)")
     g.add_argument("--seed", type=int, help="noise seed of every sampler / loop node")
     g.add_argument("--n", type=int, help="best_of_n: candidates per task")
+    g.add_argument("--n-from", metavar="TTO_RUN", help="best_of_n: N from a finished tto run (<out>/tto or its "
+                   "summary.json): its mean cost.equal_wall_samples, rounded, i.e. Best-of-N at TTO's wall time")
     g.add_argument("--max-iterations", type=int, help="tto: iteration budget")
     g.add_argument("--learning-rate", "--lr", dest="learning_rate", type=float, help="tto: LoRA learning rate")
     g.add_argument("--loss-threshold", type=float, help="tto: stop at this teacher loss")
@@ -264,4 +277,19 @@ def main(argv=None) -> int:
     print(f"tto-bench: {', '.join(f'{v} {k}' for k, v in sorted(counts.items()))}; ran {result['to_run']}, "
           f"skipped {result['skipped']} in {time.monotonic() - t0:.1f} s; summary: {result['summary']}",
           file=sys.stderr)
+    means = result["means"]
+    if means["tasks"]:
+        wall = f", cost.wall_s {means['wall_s']:.2f} s" if means["wall_s"] is not None else ""
+        print(f"tto-bench: mean per done task ({means['tasks']}): {means['seconds']:.2f} s upload to download{wall}",
+              file=sys.stderr)
+    n_from = result["n_from"]
+    if n_from and means["wall_s"] is not None and n_from["tto_wall_s"] is not None:
+        # equal_wall_samples counts plain samples; each Best-of-N candidate is also decoded and graded
+        print(f"tto-bench: at --n {n_from['n']} Best-of-N spent {means['wall_s']:.2f} s (mean cost.wall_s) against "
+              f"{n_from['tto_wall_s']:.2f} s for TTO in {n_from['run']}", file=sys.stderr)
+    if means["equal_wall_samples"] is not None:
+        n = max(1, round(means["equal_wall_samples"]))
+        print(f"tto-bench: Best-of-N at this run's wall time: --n {n} (mean equal_wall_samples "
+              f"{means['equal_wall_samples']:.2f}; or pass --n-from {Path(result['summary']).parent})",
+              file=sys.stderr)
     return 1 if counts.get("failed") else 0

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tto_engine.cost import add_costs, sample_cost
 
-from .tasks import Task
+from .tasks import BenchError, Task
 
 # Nodes whose first ui text is a JSON report the summary reads.
 REPORT_NODES = ("TeacherAnalyze", "TTOLoop", "BestOfNSample", "TeacherRewritePrompt")
@@ -125,3 +125,43 @@ class Summary:
             json.dump(body, f, indent=2)
             f.write("\n")
         os.replace(tmp, self.path)
+
+
+def _mean(values: list) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def run_means(records, config: str | None = None) -> dict:
+    """Means over the done tasks (of `config` when given): `seconds` per task (upload to download), the
+    reports' `wall_s`, and TTO's `equal_wall_samples` (None where no task has one)."""
+    done = [r for r in records if r.get("status") == "done" and (config is None or r.get("config") == config)]
+
+    def numbers(get) -> list:
+        values = [get(r) for r in done]
+        return [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+
+    return {"tasks": len(done),
+            "seconds": _mean(numbers(lambda r: r.get("seconds"))),
+            "wall_s": _mean(numbers(lambda r: (r.get("cost") or {}).get("wall_s"))),
+            "equal_wall_samples": _mean(numbers(lambda r: (r.get("cost") or {}).get("equal_wall_samples")))}
+
+
+def equal_wall_n(run: Path) -> tuple[int, dict]:
+    """N for Best-of-N at TTO's wall time, read from a finished TTO run (`<out>/tto`, its summary.json, or
+    `<out>`): the mean `equal_wall_samples` of its done tasks under the summary's configuration, rounded (at
+    least 1). Returns N and the means it came from."""
+    path = Path(run)
+    if path.is_dir():
+        path = path / "summary.json" if (path / "summary.json").is_file() or not (path / "tto").is_dir() else \
+            path / "tto" / "summary.json"
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise BenchError(f"--n-from {run}: no readable tto-bench summary ({type(e).__name__}: {e})") from None
+    if not isinstance(summary, dict) or summary.get("method") != "tto":
+        raise BenchError(f"--n-from {run}: {path} is not the summary of a tto run (its method is "
+                         f"{summary.get('method') if isinstance(summary, dict) else None!r})")
+    means = run_means(summary.get("tasks") or [], summary.get("config"))
+    if means["equal_wall_samples"] is None:
+        raise BenchError(f"--n-from {run}: no done task in {path} reports cost.equal_wall_samples")
+    return max(1, round(means["equal_wall_samples"])), means
