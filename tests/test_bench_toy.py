@@ -15,6 +15,7 @@ import av
 import pytest
 
 from tto_runner import REPO_ROOT
+from tto_runner.example_workflows import api_path
 from tto_runner.toy_models import ENV_VAR, available_toy_models, models_cache
 
 TOY_MODELS = available_toy_models()
@@ -79,3 +80,14 @@ def test_the_toy_world_through_a_local_server_scored_by_its_checker(toy_tasks, t
     assert sorted(verdicts["per_task"]) == [r["task"] for r in summary["tasks"]]
     assert all(isinstance(v["success"], bool) for v in verdicts["per_task"].values())
 
+
+def test_the_toy_workflow_runs_as_a_tto_bench_workflow(toy_tasks, tmp_path):
+    """workflows/api/vlm_teacher_toy.json, the drag-and-drop toy workflow, on one instance."""
+    out = tmp_path / "out"
+    run = run_module("tto_runner.bench", "--tasks", toy_tasks, "--method", "tto", "--models", "toy",
+                     "--models-dir", TOY_MODELS, "--out", out, "--workflow", api_path("vlm_teacher_toy"),
+                     "--limit", 1, "--max-iterations", 2)
+    assert run.returncode == 0, run.stderr
+    (record,) = json.loads((out / "tto" / "summary.json").read_text())["tasks"]
+    assert record["status"] == "done" and 1 <= record["iterations"] <= 2
+    assert video_shape(out / "tto" / record["video"]) == (17, 128, 128, 3)

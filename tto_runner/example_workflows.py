@@ -37,6 +37,7 @@ TEMPLATE_TITLES = {
     "vlm_teacher_score_video": "VLM Teacher - score a video with yes-no questions",
     "vlm_teacher_tiny_demo": "VLM Teacher - tiny demo on stand-in models (CPU)",
     "vlm_teacher_compare_tiny": "VLM Teacher - loop vs Best-of-N vs prompt rewrite on stand-in models (CPU)",
+    "vlm_teacher_toy": "VLM Teacher - test-time loop on the trained ball-to-target toy models (CPU)",
 }
 
 
@@ -106,9 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         from .demo import ensure_tiny_models, write_demo_inputs
         from .local_server import LocalComfy
         from .tools import frontend_root
+        from .toy_models import write_toy_inputs
 
         with tempfile.TemporaryDirectory(prefix="tto-templates-") as base:
-            write_demo_inputs(Path(base) / "input")  # the tiny demo's first frame shows in its picture
+            write_demo_inputs(Path(base) / "input")  # the demos' first frames show in their pictures
+            write_toy_inputs(Path(base) / "input")
             with LocalComfy(base_dir=base, models_dir=ensure_tiny_models(),
                             extra_args=["--front-end-root", str(frontend_root())]) as server:
                 written = build(server.url)

@@ -32,6 +32,9 @@ TOY_LAYOUT = {
 }
 #: the environment variable the tests read for a trained toy models folder
 ENV_VAR = "TTO_TOY_MODELS"
+#: the instance shown by workflows/api/vlm_teacher_toy.json: (stream seed, index) of the toy world
+EXAMPLE_INSTANCE = (2026, 0)
+EXAMPLE_FIRST_FRAME = "toy_first_frame.png"
 
 
 class ToyModelsError(RuntimeError):
@@ -120,3 +123,15 @@ def ensure_toy_models(folder: Path | None = None, command: list[str] | None = No
     log(f"toy models: ready in {folder}")
     return folder
 
+
+def write_toy_inputs(input_dir: Path) -> Path:
+    """The toy workflow's first frame (EXAMPLE_INSTANCE) in a ComfyUI input folder."""
+    from PIL import Image
+
+    from tto_models.toy import world
+
+    input_dir = Path(input_dir)
+    input_dir.mkdir(parents=True, exist_ok=True)
+    path = input_dir / EXAMPLE_FIRST_FRAME
+    Image.fromarray(world.render_video(world.generate_instance(*EXAMPLE_INSTANCE))[0]).save(path)
+    return path
