@@ -74,7 +74,8 @@ def _train_reasoner(args) -> int:
         print(f"step {step}: wrote {path}", json.dumps(report), flush=True)
 
     R.train(patcher, R.Schedule(args.steps, args.batch, args.lr), seed=args.seed, checkpoint=checkpoint,
-            checkpoint_every=args.checkpoint_every)
+            checkpoint_every=args.checkpoint_every, encoder=decoder if args.encoded_first_frames else None,
+            start_index=args.start_index)
     R.save(patcher, out)
     report = R.evaluate(patcher, args.eval, decoder=decoder) if args.eval else {}
     print(f"wrote {out}", json.dumps(report))
@@ -215,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--checkpoint-every", type=int, default=0)
     r.add_argument("--eval", type=int, default=100, help="held-out instances sampled at each checkpoint (0: none)")
     r.add_argument("--autoencoder", help="a trained toy TAEHV: also judge the decoded videos")
+    r.add_argument("--encoded-first-frames", action="store_true",
+                   help="frame 0 as the --autoencoder's encoder writes it (what the pack's node feeds the reasoner)")
+    r.add_argument("--start-index", type=int, default=0, help="first training instance (to continue on fresh ones)")
     r.add_argument("--threads", type=int, default=1)
     r.set_defaults(run=_train_reasoner)
 

@@ -89,9 +89,12 @@ class Schedule:
     lr: float = 1e-3
 
 
-def train(patcher, schedule: Schedule, seed: int = 1, log=print, checkpoint=None, checkpoint_every: int = 0):
+def train(patcher, schedule: Schedule, seed: int = 1, log=print, checkpoint=None, checkpoint_every: int = 0,
+          encoder=None, start_index: int = 0):
     """Flow matching on ground-truth codes of the REASONER_SEED stream, x0 loss on the generated frames.
-    `checkpoint(step)` is called every `checkpoint_every` steps (with the network in eval mode)."""
+    `checkpoint(step)` is called every `checkpoint_every` steps (with the network in eval mode). With a TAEHV
+    `encoder`, latent frame 0 is what that encoder writes for the first frame (as the pack's node feeds it)
+    instead of the exact code."""
     model = patcher.model
     net = model.diffusion_model
     net.train()
@@ -104,9 +107,14 @@ def train(patcher, schedule: Schedule, seed: int = 1, log=print, checkpoint=None
     context = prompt_embedding()
     progress = Progress("reasoner", schedule.steps, log)
     for step in range(schedule.steps):
-        codes = [LC.encode(world.generate_instance(REASONER_SEED, step * schedule.batch + i))
-                 for i in range(schedule.batch)]
-        z = model.process_latent_in(torch.from_numpy(np.stack(codes)))
+        instances = [world.generate_instance(REASONER_SEED, start_index + step * schedule.batch + i)
+                     for i in range(schedule.batch)]
+        codes = torch.from_numpy(np.stack([LC.encode(instance) for instance in instances]))
+        if encoder is not None:
+            firsts = np.stack([world.render_video(instance)[0] for instance in instances])
+            with torch.no_grad():
+                codes[:, :, 0] = encoder.encode_still(torch.from_numpy(firsts).permute(0, 3, 1, 2).float() / 255.0)
+        z = model.process_latent_in(codes)
         sigma = sigmas[torch.randint(len(sigmas), (schedule.batch,), generator=gen)]
         noise = torch.randn(z.shape, generator=gen)
         s = sigma.view(-1, 1, 1, 1, 1)
