@@ -20,16 +20,11 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from tto_models.toy.models_folder import LAYOUT as TOY_LAYOUT
+from tto_models.toy.models_folder import MANIFEST_NAME
+
 from .paths import REPO_ROOT, cache_root
 
-MANIFEST_NAME = "toy_models_manifest.json"
-#: item -> path inside the models folder (what the bench/*_toy.json templates load)
-TOY_LAYOUT = {
-    "diffusion_model": "diffusion_models/toy_wan22_reasoner.safetensors",
-    "taehv": "vae/toy_taew2_2.safetensors",
-    "teacher": "LLM/toy-qwen3-vl",
-    "conditioning": "conditioning/toy_prompt.safetensors",
-}
 #: the environment variable the tests read for a trained toy models folder
 ENV_VAR = "TTO_TOY_MODELS"
 #: the instance shown by workflows/api/vlm_teacher_toy.json: (stream seed, index) of the toy world
@@ -55,7 +50,7 @@ def missing_items(folder: Path, manifest: bool = True) -> list[str]:
     missing = []
     for rel in TOY_LAYOUT.values():
         path = folder / rel
-        if not (path / "config.json" if rel == TOY_LAYOUT["teacher"] else path).is_file():
+        if not (path / "config.json" if path.suffix != ".safetensors" else path).is_file():
             missing.append(rel)
     if manifest and not (folder / MANIFEST_NAME).is_file():
         missing.append(MANIFEST_NAME)

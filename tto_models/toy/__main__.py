@@ -151,6 +151,9 @@ def _train_all(args) -> int:
     recipe = {"stages": {k: " ".join(v + threads).replace(str(out), "OUT") for k, v in stages.items()},
               "seconds": seconds, "threads": args.threads}
     write_models_folder(out, reasoner, taehv, teacher, recipe)
+    import shutil
+
+    shutil.rmtree(work)   # the stages' own files: the folder now holds copies
     print(f"wrote the toy models folder {out} in {sum(seconds.values())} s", flush=True)
     return 0
 

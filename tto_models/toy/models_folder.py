@@ -32,10 +32,16 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def missing_items(folder) -> list[str]:
-    """The layout's paths (and the manifest) that `folder` lacks."""
-    folder = Path(folder)
-    return [rel for rel in [*LAYOUT.values(), MANIFEST_NAME] if not (folder / rel).exists()]
+def _save_half(source: Path, target: Path) -> None:
+    """A safetensors file with its float tensors in float16 (the reasoner: half the size; UNETLoader computes
+    in its own dtype whatever the file holds)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(source), "pt") as f:
+        metadata = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    save_file({k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}, str(target), metadata)
 
 
 def write_models_folder(out, reasoner, taehv, teacher, recipe: dict | None = None) -> Path:
@@ -55,6 +61,8 @@ def write_models_folder(out, reasoner, taehv, teacher, recipe: dict | None = Non
         if source.is_dir():
             shutil.rmtree(target, ignore_errors=True)
             shutil.copytree(source, target)
+        elif item == "reasoner":
+            _save_half(source, target)
         else:
             shutil.copyfile(source, target)
     write_tiny_conditioning(out / LAYOUT["conditioning"], seed=PROMPT_SEED)
