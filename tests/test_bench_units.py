@@ -494,6 +494,9 @@ for rel in json.loads(sys.argv[1]):
 
 
 def test_toy_models_are_built_once_by_the_training_command_and_a_failure_names_it(tmp_path, monkeypatch):
+    import tto_runner.toy_models
+
+    monkeypatch.setattr(tto_runner.toy_models, "SHIPPED", tmp_path / "not-shipped")
     monkeypatch.setenv("TTO_HOME", str(tmp_path / "home"))
     monkeypatch.delenv(ENV_VAR, raising=False)
     assert toy_models_cache() == tmp_path / "home" / "toy-models" and available_toy_models() is None
@@ -557,3 +560,18 @@ def test_the_console_script_and_its_packages_are_declared():
     packages = {p.parent.relative_to(REPO_ROOT).as_posix().replace("/", ".")
                 for root in ("tto_engine", "tto_runner") for p in (REPO_ROOT / root).rglob("__init__.py")}
     assert packages <= set(project["tool"]["setuptools"]["packages"])
+
+
+def test_the_toy_models_shipped_with_the_pack_are_used_before_any_cache_or_training(tmp_path, monkeypatch):
+    import tto_runner.toy_models
+
+    shipped = write_toy_layout(tmp_path / "shipped")
+    monkeypatch.setattr(tto_runner.toy_models, "SHIPPED", shipped)
+    monkeypatch.setenv("TTO_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    fail = [sys.executable, "-c", "import sys; sys.exit(2)"]
+    assert ensure_toy_models(command=fail) == shipped and available_toy_models() == shipped
+    (shipped / TOY_LAYOUT["teacher"] / "config.json").unlink()     # incomplete: the cache or training instead
+    assert available_toy_models() is None
+    with pytest.raises(ToyModelsError):
+        ensure_toy_models(command=fail, log=lambda line: None)

@@ -7,8 +7,8 @@
     conditioning/toy_prompt.safetensors               LoadConditioningFile (the toy reasoner has no text encoder)
     toy_models_manifest.json                          written last by the training command
 
-`ensure_toy_models()` returns the cached folder (<cache root>/toy-models) once it holds all of these, and
-otherwise trains it with `python -m tto_models.toy train --out DIR` (tens of minutes on a CPU).
+`ensure_toy_models()` returns the models shipped with the pack (tto_models/toy/models), or where those are
+missing, the cached folder (<cache root>/toy-models) once it holds all of these, and otherwise trains it with `python -m tto_models.toy train --out DIR` (tens of minutes on a CPU).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from tto_models.toy.models_folder import LAYOUT as TOY_LAYOUT
-from tto_models.toy.models_folder import MANIFEST_NAME
+from tto_models.toy.models_folder import MANIFEST_NAME, SHIPPED
 
 from .paths import REPO_ROOT, cache_root
 
@@ -68,14 +68,19 @@ def check_models_dir(folder: Path) -> Path:
     return folder
 
 
+def shipped_toy_models() -> Path | None:
+    """The trained toy models that come with the pack (tto_models/toy/models), if they are all there."""
+    return SHIPPED if not missing_items(SHIPPED) else None
+
+
 def available_toy_models() -> Path | None:
-    """A trained toy models folder if one is at hand without training: $TTO_TOY_MODELS, else the complete
-    cache; None otherwise."""
+    """A trained toy models folder if one is at hand without training: $TTO_TOY_MODELS, else the shipped
+    models, else the complete cache; None otherwise."""
     env = os.environ.get(ENV_VAR)
     if env:
         folder = Path(env).expanduser()
         return folder if not missing_items(folder, manifest=False) else None
-    return models_cache() if not missing_items(models_cache()) else None
+    return shipped_toy_models() or (models_cache() if not missing_items(models_cache()) else None)
 
 
 def ensure_toy_models(folder: Path | None = None, command: list[str] | None = None,
@@ -84,6 +89,8 @@ def ensure_toy_models(folder: Path | None = None, command: list[str] | None = No
     manifest, else built by the training command (`command`, default `python -m tto_models.toy train --out
     DIR`) in a sibling `<folder>.partial` that is renamed when complete. The command's output goes to `log`
     line by line."""
+    if folder is None and shipped_toy_models() is not None:
+        return SHIPPED
     folder = Path(folder or models_cache())
     if not missing_items(folder):
         return folder

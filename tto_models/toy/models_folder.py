@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 
 MANIFEST_NAME = "toy_models_manifest.json"
+SHIPPED = Path(__file__).with_name("models")   # the trained set that comes with the pack
 LAYOUT = {
     "reasoner": "diffusion_models/toy_wan22_reasoner.safetensors",
     "taehv": "vae/toy_taew2_2.safetensors",
