@@ -56,6 +56,37 @@ def method_row(folder: Path, tasks: Path) -> dict | None:
     return row
 
 
+def teacher_accuracy(folder: Path, tasks: Path, teacher_dir: Path) -> dict:
+    """The teacher's yes/no answers on one method's videos (generated, never trained on) against the
+    checker's verdicts, per question: accuracy and the share of "yes" verdicts."""
+    import torch
+
+    from tto_models.toy import teacher as T
+
+    teacher = T.load(teacher_dir)
+    table: dict = {}
+    for task_dir in files.iter_task_dirs(tasks):
+        rel = task_dir.relative_to(tasks).as_posix()
+        video_path = folder / f"{rel}.mp4"
+        if not video_path.is_file():
+            continue
+        instance = files.load_instance(task_dir)
+        video = files.read_video(video_path)
+        verdict = world.check_video(video, instance)
+        rules = T.rules_for(instance)
+        frames, times = T.clip_frames(video)
+        with torch.no_grad():
+            scores = teacher.score(frames, T.queries_for(instance), times).scores
+        for rule, score in zip(rules, scores):
+            cell = table.setdefault(rule, {"n": 0, "right": 0, "yes": 0})
+            truth = bool(getattr(verdict, rule))
+            cell["n"] += 1
+            cell["right"] += int((float(score) > 0.5) == truth)
+            cell["yes"] += int(truth)
+    return {r: {"n": c["n"], "accuracy": round(c["right"] / c["n"], 3), "yes_share": round(c["yes"] / c["n"], 3)}
+            for r, c in table.items()}
+
+
 def markdown(rows: list[dict]) -> str:
     lines = ["| method | success | 95% Wilson | failed rules (goal / obstacles / size) | s per task (mean, max) | notes |",
              "|---|---|---|---|---|---|"]
@@ -81,12 +112,17 @@ def main(argv=None) -> int:
     p.add_argument("--tasks", required=True, help="the tasks folder the videos were made from")
     p.add_argument("--out", required=True, help="tto-bench's --out, one folder per method")
     p.add_argument("--json", help="also write the rows here")
+    p.add_argument("--teacher", help="a toy teacher folder: also its accuracy on the baseline's videos")
     args = p.parse_args(argv)
     rows = [r for m in METHODS if (r := method_row(Path(args.out) / m, Path(args.tasks))) is not None]
     if not rows:
         print(f"no method folders with summary.json under {args.out}", file=sys.stderr)
         return 2
     print(markdown(rows))
+    if args.teacher:
+        accuracy = teacher_accuracy(Path(args.out) / "baseline", Path(args.tasks), Path(args.teacher))
+        print("\nteacher on the baseline's videos (accuracy, share of yes verdicts):", json.dumps(accuracy))
+        rows.append({"teacher_on_baseline_videos": accuracy})
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
     return 0

@@ -169,7 +169,8 @@ def _probe_loop(args) -> int:
 
     pack = probe.Pack(args.reasoner, args.autoencoder, args.teacher)
     rows = probe.run(pack, [world.generate_instance(args.stream, i) for i in range(args.start, args.start + args.n)],
-                     max_iterations=args.max_iterations, learning_rate=args.lr, loss_threshold=args.threshold)
+                     max_iterations=args.max_iterations, learning_rate=args.lr, loss_threshold=args.threshold,
+                     gradient_mode=args.gradient_mode)
     base = sum(not r["baseline"] for r in rows)
     tto = sum(not r["tto"] for r in rows)
     print(f"baseline {base}/{len(rows)}, tto {tto}/{len(rows)}")
@@ -271,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--max-iterations", type=int, default=10)
     q.add_argument("--lr", type=float, default=1e-3)
     q.add_argument("--threshold", type=float, default=0.22)
+    q.add_argument("--gradient-mode", default="first", choices=("first", "last", "all"))
     q.add_argument("--json", help="write the per-instance rows here")
     q.set_defaults(run=_probe_loop)
     return p

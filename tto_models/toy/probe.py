@@ -59,13 +59,13 @@ class Pack:
                                                   self.positive, self.negative, latent)["samples"]
 
     def tto(self, latent: dict, queries, seed: int, max_iterations: int, learning_rate: float,
-            loss_threshold: float, rank: int = 16) -> tuple[torch.Tensor, int, str]:
+            loss_threshold: float, rank: int = 16, gradient_mode: str = "first") -> tuple[torch.Tensor, int, dict]:
         marked = self.nodes.LoRAAttach.PREPARE_CLASS_CLONE({}).execute(self.model, rank, float(rank),
                                                                          "attention+ffn", 0).result[0]
         loop = self.nodes.TTOLoop.PREPARE_CLASS_CLONE({})
         out = loop.execute(marked, self.positive, self.negative, latent, self.teacher, queries, seed,
                            R.SAMPLE_STEPS, 1.0, "euler", "simple", max_iterations, learning_rate, loss_threshold,
-                           T.K, 0.5, "first", float(world.FPS), self.vae, "default").result
+                           T.K, 0.5, gradient_mode, float(world.FPS), self.vae, "default").result
         return out[1]["samples"], int(out[5]), json.loads(out[4])
 
 
@@ -98,14 +98,15 @@ def recording_predictions(pack: Pack):
 
 
 def run(pack: Pack, instances, seed: int = 0, max_iterations: int = 10, learning_rate: float = 1e-3,
-        loss_threshold: float = 0.22, log=print) -> list[dict]:
+        loss_threshold: float = 0.22, gradient_mode: str = "first", log=print) -> list[dict]:
     rows = []
     for instance in instances:
         latent = pack.latent(instance)
         queries = [pack.Query(q.text, q.kind) for q in T.queries_for(instance)]
         base = world.check_video(pack.video(pack.baseline(latent, seed)), instance)
         tick = time.time()
-        final, iterations, report = pack.tto(latent, queries, seed, max_iterations, learning_rate, loss_threshold)
+        final, iterations, report = pack.tto(latent, queries, seed, max_iterations, learning_rate, loss_threshold,
+                                             gradient_mode=gradient_mode)
         adapted = world.check_video(pack.video(final), instance)
         rules = T.rules_for(instance)
         row = {"index": instance.index, "baseline": base.failed_rules(), "tto": adapted.failed_rules(),
