@@ -1,14 +1,9 @@
-"""The trained toy-world models (tto_models/toy) as a ComfyUI models folder, for `tto-bench --models toy`.
-
-    diffusion_models/toy_wan22_reasoner.safetensors   UNETLoader
-    vae/toy_taew2_2.safetensors                       VAELoader (48-channel TAEHV; encodes through the pack's
-                                                      TAEHVImageToVideoLatent)
-    LLM/toy-qwen3-vl/                                 VLMTeacherLoader
-    conditioning/toy_prompt.safetensors               LoadConditioningFile (the toy reasoner has no text encoder)
-    toy_models_manifest.json                          written last by the training command
+"""The trained toy-world models (tto_models/toy) as a ComfyUI models folder, for `tto-bench --models toy`; the
+layout is `tto_models.toy.models_folder.LAYOUT`.
 
 `ensure_toy_models()` returns the models shipped with the pack (tto_models/toy/models), or where those are
-missing, the cached folder (<cache root>/toy-models) once it holds all of these, and otherwise trains it with `python -m tto_models.toy train --out DIR` (tens of minutes on a CPU).
+missing, the cached folder (<cache root>/toy-models) once it holds the whole layout and its manifest, and
+otherwise trains it with `python -m tto_models.toy train --out DIR` (tens of minutes on a CPU).
 """
 
 from __future__ import annotations
@@ -135,5 +130,5 @@ def write_toy_inputs(input_dir: Path) -> Path:
     input_dir = Path(input_dir)
     input_dir.mkdir(parents=True, exist_ok=True)
     path = input_dir / EXAMPLE_FIRST_FRAME
-    Image.fromarray(world.render_video(world.generate_instance(*EXAMPLE_INSTANCE))[0]).save(path)
+    Image.fromarray(world.first_frame(world.generate_instance(*EXAMPLE_INSTANCE))).save(path)
     return path

@@ -188,7 +188,7 @@ def train_decoder(model: TAEHV, schedule: Schedule, seed: int = 0, log=print, st
 def first_frame_pair(rng, index: int) -> tuple[np.ndarray, np.ndarray]:
     """(frame 0 float [3, 128, 128], latent frame 0 of its code [48, 8, 8]) for encoder training."""
     instance = world.generate_instance(TRAIN_SEED, index)
-    frame = world.render_video(instance, np.asarray([instance.ball] * world.FRAMES))[0]
+    frame = world.first_frame(instance)
     return frame.transpose(2, 0, 1).astype(np.float32) / 255.0, LC.encode(instance)[:, 0]
 
 
@@ -254,7 +254,7 @@ def judge_encoder(model: TAEHV, n: int, seed: int = CHECK_SEED) -> dict:
     ball, target = [], []
     for i in range(n):
         instance = world.generate_instance(seed, i)
-        frame = world.render_video(instance, np.asarray([instance.ball] * world.FRAMES))[0]
+        frame = world.first_frame(instance)
         x = torch.from_numpy(frame.transpose(2, 0, 1).astype(np.float32) / 255.0)[None]
         code = np.zeros(LC.SHAPE, np.float32)
         code[:, 0] = model.encode_still(x)[0].numpy()

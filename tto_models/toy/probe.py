@@ -46,7 +46,7 @@ class Pack:
     def latent(self, instance: world.Instance) -> dict:
         """The LATENT the pack's TAEHV image-to-video node builds from the instance's first frame (as LoadImage
         reads first_frame.png): the toy TAEHV's encoder writes latent frame 0."""
-        image = torch.from_numpy(world.render_video(instance)[:1]).float() / 255.0
+        image = torch.from_numpy(world.first_frame(instance)[None]).float() / 255.0
         return self.latent_nodes.image_to_video_latent(self.vae, image, world.SIZE, world.SIZE, world.FRAMES)
 
     def video(self, latent: torch.Tensor) -> np.ndarray:

@@ -111,7 +111,7 @@ def train(patcher, schedule: Schedule, seed: int = 1, log=print, checkpoint=None
                      for i in range(schedule.batch)]
         codes = torch.from_numpy(np.stack([LC.encode(instance) for instance in instances]))
         if encoder is not None:
-            firsts = np.stack([world.render_video(instance)[0] for instance in instances])
+            firsts = np.stack([world.first_frame(instance) for instance in instances])
             with torch.no_grad():
                 codes[:, :, 0] = encoder.encode_still(torch.from_numpy(firsts).permute(0, 3, 1, 2).float() / 255.0)
         z = model.process_latent_in(codes)

@@ -62,7 +62,7 @@ def reply_loss(teacher, instance: world.Instance) -> torch.Tensor:
     from tto_engine.queries import build_query_request
     from tto_engine.teacher import IMAGE
 
-    image = torch.from_numpy(world.render_video(instance)[0]).permute(2, 0, 1).float() / 255.0
+    image = torch.from_numpy(world.first_frame(instance)).permute(2, 0, 1).float() / 255.0
     pixels, grid = teacher.preprocess_image(image)
     prompt = teacher._chat_text([{"type": "image"}, {"type": "text", "text": build_query_request(instance.instruction)}])
     prompt = prompt.replace(teacher.image_token, teacher.image_token * (int(grid.prod()) // teacher.spec.merge_size ** 2))
@@ -160,9 +160,7 @@ def token_labels(teacher, example: Example) -> torch.Tensor:
     video = example.video[sample_frame_indices(example.video.shape[0], K)]
     video = np.concatenate([video, video[-1:].repeat(-len(video) % tp, 0)])   # the processor's time padding
     f = video.astype(np.int16)
-    boxes = np.zeros(video.shape[1:3], bool)
-    for ox, oy in example.instance.obstacles:
-        boxes[oy:oy + world.X_SIZE, ox:ox + world.X_SIZE] = True
+    boxes = world.obstacle_boxes(example.instance)
     ball = world.ball_pixels(video)
     masks = (ball, (f[..., 0] > 150) & (f[..., 1] < 100) & (f[..., 2] < 100), f.max(-1) < 100, ball & boxes)
     t, h, w = len(video) // tp, video.shape[1] // cell, video.shape[2] // cell

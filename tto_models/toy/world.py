@@ -286,6 +286,19 @@ def render_video(instance: Instance, centres: np.ndarray | None = None, radii: S
     return frames
 
 
+def first_frame(instance: Instance) -> np.ndarray:
+    """uint8 [H, W, 3]: the instance's first frame, as first_frame.png holds it."""
+    return render_video(instance, [instance.ball])[0]
+
+
+def obstacle_boxes(instance: Instance) -> np.ndarray:
+    """bool [H, W]: the marks' 13 x 13 boxes, which the ball must never touch."""
+    boxes = np.zeros((SIZE, SIZE), bool)
+    for ox, oy in instance.obstacles:
+        boxes[oy:oy + X_SIZE, ox:ox + X_SIZE] = True
+    return boxes
+
+
 # ------------------------------------------------------------------------------------------- checker
 
 
@@ -343,10 +356,7 @@ def check_video(frames: np.ndarray, instance: Instance) -> Verdict:
         ys, xs = np.nonzero(last)
         centroid = (float(xs.mean() + 0.5), float(ys.mean() + 0.5))
         goal = inside_target(centroid, instance.target)
-    boxes = np.zeros((SIZE, SIZE), bool)
-    for ox, oy in instance.obstacles:
-        boxes[oy:oy + X_SIZE, ox:ox + X_SIZE] = True
-    touching = [int(t) for t in np.nonzero((mask & boxes).any(axis=(1, 2)))[0]]
+    touching = [int(t) for t in np.nonzero((mask & obstacle_boxes(instance)).any(axis=(1, 2)))[0]]
     lo, hi = AREA_RANGE[0] * areas[0], AREA_RANGE[1] * areas[0]
     size_ok = bool(areas[0] > 0 and ((areas >= lo) & (areas <= hi)).all())
     return Verdict(goal and not touching and size_ok, goal, not touching, size_ok, centroid,
