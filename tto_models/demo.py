@@ -3,7 +3,6 @@ files be kept on the next run."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pathlib
 from typing import Callable
@@ -13,7 +12,7 @@ import torch
 from .qwen import build_tiny_qwen3vl
 from .vae import write_tiny_taehv, write_tiny_wan22_vae
 from .wan import write_tiny_comfy_wan, write_tiny_conditioning
-from .weights import TINY_VERSION
+from .weights import TINY_VERSION, content_hashes
 
 MANIFEST_NAME = "tiny_models_manifest.json"
 
@@ -25,23 +24,6 @@ DEMO_LAYOUT = {
     "teacher": "LLM/tiny-qwen3-vl",
     "conditioning": "conditioning/tiny_prompt.safetensors",
 }
-
-
-def _sha256(path: pathlib.Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _content(path: pathlib.Path) -> dict | None:
-    """{relative file: sha256} for a file or a folder; None if absent."""
-    if path.is_file():
-        return {path.name: _sha256(path)}
-    if path.is_dir():
-        return {p.relative_to(path).as_posix(): _sha256(p) for p in sorted(path.rglob("*")) if p.is_file()}
-    return None
 
 
 def _builder_tag(item: str) -> str:
@@ -91,13 +73,13 @@ def write_demo_models(models_dir, seed: int = 0, log: Callable[[str], None] | No
         path = models_dir / rel
         tag = _builder_tag(item)
         entry = old_items.get(item)
-        current = _content(path)
+        current = content_hashes(path)
         if (isinstance(entry, dict) and entry.get("seed") == seed and entry.get("builder") == tag
                 and entry.get("path") == rel and current is not None and entry.get("files") == current):
             status = "kept"
         else:
             builders[item](path)
-            current = _content(path)
+            current = content_hashes(path)
             status = "wrote"
         items[item] = {"path": rel, "seed": seed, "builder": tag, "files": current}
         paths[item] = path

@@ -7,6 +7,7 @@ ComfyUI's ops skip weight init, so an unfilled tensor would hold garbage: builde
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -20,6 +21,23 @@ import torch
 
 #: Bumped whenever any builder's output changes; part of the demo manifest.
 TINY_VERSION = "tiny-models-1"
+
+
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def content_hashes(path: pathlib.Path) -> dict | None:
+    """{relative file: sha256} for a file (its name) or a folder (every file under it); None if absent."""
+    if path.is_file():
+        return {path.name: file_sha256(path)}
+    if path.is_dir():
+        return {p.relative_to(path).as_posix(): file_sha256(p) for p in sorted(path.rglob("*")) if p.is_file()}
+    return None
 
 
 def seeded_generator(seed: int, name: str) -> torch.Generator:

@@ -10,7 +10,6 @@ find them, with a manifest that says what was built and how.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -23,14 +22,6 @@ LAYOUT = {
     "teacher": "LLM/toy-qwen3-vl",
     "conditioning": "conditioning/toy_prompt.safetensors",
 }
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _save_half(source: Path, target: Path) -> None:
@@ -49,6 +40,7 @@ def write_models_folder(out, reasoner, taehv, teacher, recipe: dict | None = Non
     """Copy a trained reasoner file, TAEHV file and teacher folder into `out` in the layout above, write the
     fixed prompt embedding beside them, and a manifest with every file's sha256 and the `recipe`."""
     from tto_models.wan import write_tiny_conditioning
+    from tto_models.weights import content_hashes
 
     from .reasoner import PROMPT_SEED
 
@@ -70,7 +62,7 @@ def write_models_folder(out, reasoner, taehv, teacher, recipe: dict | None = Non
     files = {}
     for rel in LAYOUT.values():
         path = out / rel
-        for f in ([path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())):
-            files[f.relative_to(out).as_posix()] = _sha256(f)
+        for name, digest in content_hashes(path).items():
+            files[rel if path.is_file() else f"{rel}/{name}"] = digest
     (out / MANIFEST_NAME).write_text(json.dumps({"files": files, "recipe": recipe or {}}, indent=1) + "\n")
     return out
