@@ -59,32 +59,15 @@ def method_row(folder: Path, tasks: Path) -> dict | None:
 def teacher_accuracy(folder: Path, tasks: Path, teacher_dir: Path) -> dict:
     """The teacher's yes/no answers on one method's videos (generated, never trained on) against the
     checker's verdicts, per question: accuracy and the share of "yes" verdicts."""
-    import torch
-
     from tto_models.toy import teacher as T
 
-    teacher = T.load(teacher_dir)
-    table: dict = {}
+    examples = []
     for task_dir in files.iter_task_dirs(tasks):
-        rel = task_dir.relative_to(tasks).as_posix()
-        video_path = folder / f"{rel}.mp4"
-        if not video_path.is_file():
-            continue
-        instance = files.load_instance(task_dir)
-        video = files.read_video(video_path)
-        verdict = world.check_video(video, instance)
-        rules = T.rules_for(instance)
-        frames, times = T.clip_frames(video)
-        with torch.no_grad():
-            scores = teacher.score(frames, T.queries_for(instance), times).scores
-        for rule, score in zip(rules, scores):
-            cell = table.setdefault(rule, {"n": 0, "right": 0, "yes": 0})
-            truth = bool(getattr(verdict, rule))
-            cell["n"] += 1
-            cell["right"] += int((float(score) > 0.5) == truth)
-            cell["yes"] += int(truth)
-    return {r: {"n": c["n"], "accuracy": round(c["right"] / c["n"], 3), "yes_share": round(c["yes"] / c["n"], 3)}
-            for r, c in table.items()}
+        video_path = folder / f"{task_dir.relative_to(tasks).as_posix()}.mp4"
+        if video_path.is_file():
+            instance, video = files.load_instance(task_dir), files.read_video(video_path)
+            examples.append(T.Example(video, instance, folder.name, world.check_video(video, instance)))
+    return T.evaluate(T.load(teacher_dir), examples)[folder.name]
 
 
 def markdown(rows: list[dict]) -> str:
