@@ -30,6 +30,9 @@ OBJECT_WEIGHT = 20.0      # loss weight of non-white pixels (ball, target, marks
 COLOUR_MARGIN = 20.0      # 0-255 units a pixel should clear the checker's ball-colour thresholds by
 COLOUR_WEIGHT = 3.0
 HALO = 3                  # px around the ball that weigh as much as the ball in the colour term
+AREA_WEIGHT = 4.0         # the checker's ball area per frame, against the drawn scene's
+AREA_SOFTNESS = 8.0       # 0-255 units of colour margin over which a pixel goes from not-ball to ball
+JERKY = 0.35              # share of training scenes whose ball moves at uneven steps along its path
 
 
 # ------------------------------------------------------------------------------------------- scenes
@@ -37,6 +40,20 @@ HALO = 3                  # px around the ball that weigh as much as the ball in
 
 def _straight(start, end) -> np.ndarray:
     return world.positions_along([start, end], world.FRAMES)
+
+
+def _uneven(rng: np.random.Generator, centres: np.ndarray) -> np.ndarray:
+    """The same path at uneven steps (0 to several times the mean, now and then a sideways jolt): a
+    reasoner's track. Trained on even steps only, the decoder drew such a ball twice or not at all at
+    latent-frame seams."""
+    steps = rng.gamma(rng.uniform(0.5, 2.0), size=world.FRAMES - 1)
+    progress = np.concatenate([[0.0], np.cumsum(steps) / steps.sum()])
+    seg = np.linalg.norm(np.diff(centres, axis=0), axis=1)
+    along = np.concatenate([[0.0], np.cumsum(seg)])
+    s = progress * along[-1]
+    out = np.stack([np.interp(s, along, centres[:, 0]), np.interp(s, along, centres[:, 1])], axis=1)
+    out[1:] += rng.normal(0, rng.uniform(0, 3), out[1:].shape)
+    return out
 
 
 def training_scene(rng: np.random.Generator, instance: world.Instance) -> tuple[np.ndarray, np.ndarray]:
@@ -53,6 +70,8 @@ def training_scene(rng: np.random.Generator, instance: world.Instance) -> tuple[
         centres = _straight(start, end)
     else:                   # anywhere
         centres = _straight(start, rng.uniform(0, world.SIZE, 2))
+    if rng.random() < JERKY:
+        centres = _uneven(rng, centres)
     centres = np.clip(centres + rng.normal(0, 0.5, centres.shape) * (rng.random() < 0.3), 2, world.SIZE - 2)
     radii = np.full(world.FRAMES, float(world.BALL_RADIUS))
     if rng.random() < 0.3:
@@ -139,7 +158,12 @@ def decoder_loss(decoded: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
     flat = ball.float().flatten(0, 1)[:, None]                   # [B * T, 1, H, W]
     near = F.max_pool2d(flat, 2 * HALO + 1, stride=1, padding=HALO).view_as(ball)
     colour = (wrong * (1.0 + OBJECT_WEIGHT * near)).mean()
-    return pixels + COLOUR_WEIGHT * colour
+    # the checker compares every frame's ball area with frame 0's: per-frame pixel errors that are small
+    # on average still drew frame 0's ball 10% small and the last slot of each latent frame 30% large
+    soft = torch.sigmoid(margin / AREA_SOFTNESS).sum(dim=(-2, -1))          # [B, T]
+    full = np.pi * world.BALL_RADIUS ** 2
+    area = ((soft - ball.float().sum(dim=(-2, -1))) / full).pow(2).mean()
+    return pixels + COLOUR_WEIGHT * colour + AREA_WEIGHT * area
 
 
 # ------------------------------------------------------------------------------------------- training
