@@ -91,3 +91,47 @@ def test_training_scenes_break_each_rule_and_keep_the_scene():
         for r in LC.plan_verdict(LC.encode(ins, centres, radii), ins).failed_rules():
             failed[r] += 1
     assert all(n >= 10 for n in failed.values()), failed
+
+
+def test_uneven_tracks_keep_the_path_and_vary_the_steps():
+    rng = np.random.default_rng(4)
+    ins = W.generate_instance(CA.TRAIN_SEED, 3)
+    even = ins.centres()
+    uneven = CA._uneven(rng, even)
+    np.testing.assert_allclose(uneven[0], even[0])
+    steps = np.linalg.norm(np.diff(uneven, axis=0), axis=1)
+    assert steps.max() > 2 * np.linalg.norm(np.diff(even, axis=0), axis=1).max()
+
+
+def test_a_ball_drawn_too_large_in_one_frame_costs_through_the_area_term(monkeypatch):
+    """The checker compares each frame's ball area with frame 0's; per-pixel errors alone barely see it."""
+    import torch
+
+    ins = W.generate_instance(CA.TRAIN_SEED, 5)
+    radii = np.full(W.FRAMES, float(W.BALL_RADIUS))
+    truth = W.render_video(ins)
+    radii[6] = 1.3 * W.BALL_RADIUS
+    wrong = W.render_video(ins, ins.centres(), radii)
+
+    def loss(video):
+        t = torch.from_numpy(video.transpose(3, 0, 1, 2)[None].astype(np.float32) / 255.0)
+        return float(CA.decoder_loss(t, torch.from_numpy(truth.transpose(3, 0, 1, 2)[None].astype(np.float32) / 255.0)))
+
+    assert loss(truth) < 1e-3
+    with_area = loss(wrong)
+    monkeypatch.setattr(CA, "AREA_WEIGHT", 0.0)
+    assert with_area > 1.5 * loss(wrong)
+
+
+def test_moving_the_still_things_moves_only_them(instances):
+    ins = next(i for i in instances if len(i.obstacles) == 2)
+    code = LC.encode(ins)
+    goal = np.asarray(ins.target_centre)
+    targets = goal + np.linspace(0, 1, LC.LATENT_FRAMES)[:, None] * np.array([20.0, -10.0])
+    moved = LC.with_still_moved(code, targets, np.array([0, 0, 0, 0.5, 1.0]))
+    for t in range(LC.LATENT_FRAMES):
+        np.testing.assert_allclose(LC.target_centre(moved[:, t:t + 1]), targets[t], atol=0.5)
+    np.testing.assert_array_equal(moved[:LC.TARGET_CHANNEL], code[:LC.TARGET_CHANNEL])     # the ball is untouched
+    np.testing.assert_array_equal(moved[LC.MARK_CHANNEL:, :3], code[LC.MARK_CHANNEL:, :3])
+    assert not moved[LC.INK_CHANNEL:LC.USED_CHANNELS, 4].any()                           # faded: no ink
+    np.testing.assert_allclose(moved[LC.MARK_CHANNEL:LC.INK_CHANNEL, 4], -LC.REACH)      # marks far away

@@ -98,13 +98,14 @@ def test_token_labels_mark_what_each_vision_token_shows(toy_teacher):
     example = T.Example(W.render_video(instance), instance, "drawn", W.check_video(W.render_video(instance), instance))
     labels = T.token_labels(toy_teacher, example)
     tokens = T.vision_tokens(toy_teacher, example)
-    assert labels.shape == (tokens.shape[0], len(T.TOKEN_LABELS)) == (5 * 8 * 8, 4)
-    grid = labels.view(5, 8, 8, 4)
+    assert labels.shape == (tokens.shape[0], len(T.TOKEN_LABELS)) == (5 * 8 * 8, 5)
+    grid = labels.view(5, 8, 8, 5)
     bx, by = (int(v) // 16 for v in instance.ball)
     assert grid[0, by, bx, 0] == 1                                       # the ball's token in the first frames
     tx, ty = (int(v) // 16 for v in instance.target_centre)
     assert grid[:, ty, tx, 1].all()                                     # the target never moves
     assert not grid[..., 3].any()                                       # ground truth never touches a mark
+    assert grid[-1, ..., 4].any() and not grid[0, ..., 4].any()         # it ends in the square, not starts
 
 
 def test_vision_pretraining_moves_only_the_vision_tower(toy_teacher):

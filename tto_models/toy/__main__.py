@@ -45,7 +45,7 @@ def _train_autoencoder(args) -> int:
         print(f"{len(pool)} reasoner scenes ({time.time() - tick:.0f} s)", flush=True)
     if args.decoder_steps:
         CA.train_decoder(model, CA.Schedule(args.decoder_steps, args.batch, args.decoder_lr), seed=args.seed,
-                         pool=pool, pool_share=args.reasoner_share)
+                         start_index=args.start_index, pool=pool, pool_share=args.reasoner_share)
     if args.encoder_steps:
         CA.train_encoder(model, CA.Schedule(args.encoder_steps, 16, args.encoder_lr), seed=args.seed)
     save(model, args.out)
@@ -211,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--encoder-steps", type=int, default=600)
     a.add_argument("--encoder-lr", type=float, default=1e-3)
     a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--start-index", type=int, default=0, help="first training scene of the decoder (to continue on "
+                                                              "fresh ones)")
     a.add_argument("--threads", type=int, default=2)
     a.add_argument("--judge", type=int, default=100, help="held-out instances to judge it on (0: none)")
     a.set_defaults(run=_train_autoencoder)
@@ -237,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", help="continue training this teacher folder")
     t.add_argument("--autoencoder", help="toy TAEHV: adds decoded clips")
     t.add_argument("--reasoner", help="toy reasoner: adds its samples and one-step predictions, decoded")
-    t.add_argument("--shares", default="0.25,0.25,0.25,0.25", help="shares of drawn,decoded,sample,one_step clips")
+    t.add_argument("--shares", default="0.2,0.2,0.2,0.2,0.2", help="shares of drawn,decoded,sample,one_step,moved clips")
     t.add_argument("--n", type=int, default=1200, help="training clips")
     t.add_argument("--loop-instances", type=int, default=0,
                    help="also the clips the loop shows this teacher (--resume) on this many training instances")

@@ -108,6 +108,23 @@ def encode(instance: world.Instance, centres=None, radii=None) -> np.ndarray:
     return code
 
 
+def with_still_moved(code: np.ndarray, target_centres, mark_fade) -> np.ndarray:
+    """A copy of `code` with what should stay still moved: the target's centre at `target_centres[t]` in
+    latent frame t ([5, 2]) and the marks faded by `mark_fade[t]` ([5]; 1: gone). What a reasoner does
+    when a LoRA finds that moving the square to the ball, or dropping the marks, satisfies a teacher."""
+    out = np.array(code, np.float32, copy=True)
+    absent = _offsets(ABSENT_MARK)
+    for t in range(LATENT_FRAMES):
+        out[TARGET_CHANNEL, t], out[TARGET_CHANNEL + 1, t] = _offsets(target_centres[t])
+        f = float(mark_fade[t])
+        for m in range(MAX_MARKS):
+            for k in range(2):
+                c = MARK_CHANNEL + 2 * m + k
+                out[c, t] = (1 - f) * out[c, t] + f * absent[k]
+        out[INK_CHANNEL:USED_CHANNELS, t] *= 1 - f
+    return out
+
+
 def _read_point(field_x: np.ndarray, field_y: np.ndarray) -> np.ndarray:
     """A position from its [8, 8] offset fields: the mean of (offset x SCALE + cell centre) over the cells
     within reach (all cells if none is: the point is then only roughly placed)."""

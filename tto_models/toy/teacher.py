@@ -5,7 +5,9 @@ the loop computes.
 
 Its data are clips the loop will show it, labelled by the checker on the frames themselves: scenes drawn
 exactly (ground truth and every kind of rule break), the same scenes decoded by the toy TAEHV (blur
-included), and the reasoner's own 4-step samples and one-step predictions, decoded.
+included), the reasoner's own 4-step samples and one-step predictions, decoded, and decoded scenes where the square
+moves (towards where the ball ends) or the marks fade: the loop's cheapest way to a "Yes", found in its
+own videos, which the checker still fails because it judges against the first frame's square and marks.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from .optim import Progress, clipped_step
 TEACHER_SEED = 300        # instance stream of the training clips
 CHECK_SEED = 1000
 K = 9                     # frames shown to the teacher: 0, 2, ..., 16
-SOURCES = ("drawn", "decoded", "sample", "one_step")
+SOURCES = ("drawn", "decoded", "sample", "one_step", "moved")
 LOOP_INDEX = 20_000       # instances of the loop's own predictions, apart from the other clips' (same stream)
 
 QUESTIONS = {
@@ -97,7 +99,7 @@ class Example:
         return {r: bool(getattr(self.verdict, r)) for r in rules_for(self.instance)}
 
 
-def make_examples(seed: int, n: int, decoder=None, reasoner=None, shares=(0.25, 0.25, 0.25, 0.25),
+def make_examples(seed: int, n: int, decoder=None, reasoner=None, shares=(0.2, 0.2, 0.2, 0.2, 0.2),
                   start: int = 0) -> list[Example]:
     """n clips of instances start.. of stream `seed`, each from one source drawn with `shares` (a source
     whose model is missing is skipped), labelled by the checker on the clip's own frames."""
@@ -110,9 +112,11 @@ def make_examples(seed: int, n: int, decoder=None, reasoner=None, shares=(0.25, 
         source = SOURCES[rng.choice(len(SOURCES), p=shares)]
         if (source in ("sample", "one_step") and reasoner is None) or (source != "drawn" and decoder is None):
             source = "drawn"
-        if source in ("drawn", "decoded"):
+        if source in ("drawn", "decoded", "moved"):
             centres, radii = training_scene(rng, instance)
             code = LC.encode(instance, centres, radii)
+            if source == "moved":
+                code = _moved_still(rng, code, instance, centres[-1])
         else:
             code = R.sample(reasoner.model, LC.encode(instance)[:, 0], seed=int(rng.integers(1 << 30)),
                             one_step=source == "one_step")
@@ -123,6 +127,17 @@ def make_examples(seed: int, n: int, decoder=None, reasoner=None, shares=(0.25, 
                 video = to_uint8(decoder.decode(torch.from_numpy(code)[None])[0])
         out.append(Example(video, instance, source, world.check_video(video, instance)))
     return out
+
+
+def _moved_still(rng, code: np.ndarray, instance: world.Instance, ball_end) -> np.ndarray:
+    """The code with the square drifting towards the ball's end (part or all of the way, gradually or at
+    once), the marks fading, or both."""
+    ramp = np.linspace(0, 1, LC.LATENT_FRAMES) ** rng.uniform(0.3, 2.0)
+    move_target = not instance.obstacles or rng.random() < 0.6
+    shift = (np.asarray(ball_end) - np.asarray(instance.target_centre)) * rng.uniform(0.3, 1.2) * move_target
+    targets = np.asarray(instance.target_centre) + ramp[:, None] * shift
+    fade = ramp * (bool(instance.obstacles) and (not move_target or rng.random() < 0.4))
+    return LC.with_still_moved(code, targets, fade)
 
 
 def loop_examples(pack, n: int, max_iterations: int = 10, learning_rate: float = 1e-3,
@@ -147,12 +162,13 @@ def loop_examples(pack, n: int, max_iterations: int = 10, learning_rate: float =
     return out
 
 
-TOKEN_LABELS = ("ball", "target", "mark", "touch")
+TOKEN_LABELS = ("ball", "target", "mark", "touch", "home")
 
 
 def token_labels(teacher, example: Example) -> torch.Tensor:
     """[tokens, 4]: for each of the teacher's merged vision tokens of the clip (time, then rows, then columns),
-    whether its pixels hold ball, target, mark, or ball inside a mark's box."""
+    whether its pixels hold ball, target, mark, ball inside a mark's box, or ball inside the square's box. The
+    boxes are the first frame's, where the checker judges, even if the video moved the square or dropped a mark."""
     from tto_engine.grading import sample_frame_indices
 
     spec = teacher.spec
@@ -162,7 +178,11 @@ def token_labels(teacher, example: Example) -> torch.Tensor:
     f = video.astype(np.int16)
     boxes = world.obstacle_boxes(example.instance)
     ball = world.ball_pixels(video)
-    masks = (ball, (f[..., 0] > 150) & (f[..., 1] < 100) & (f[..., 2] < 100), f.max(-1) < 100, ball & boxes)
+    tx, ty = example.instance.target
+    home = np.zeros(video.shape[1:3], bool)
+    home[ty:ty + world.TARGET_SIZE, tx:tx + world.TARGET_SIZE] = True
+    masks = (ball, (f[..., 0] > 150) & (f[..., 1] < 100) & (f[..., 2] < 100), f.max(-1) < 100, ball & boxes,
+             ball & home)
     t, h, w = len(video) // tp, video.shape[1] // cell, video.shape[2] // cell
     pooled = [m.reshape(t, tp, h, cell, w, cell).any(axis=(1, 3, 5)).reshape(-1) for m in masks]
     return torch.from_numpy(np.stack(pooled, 1).astype(np.float32))
