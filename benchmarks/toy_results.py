@@ -18,6 +18,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tto_models.toy import files, world  # noqa: E402
@@ -36,7 +38,8 @@ def method_row(folder: Path, tasks: Path) -> dict | None:
     row = {"method": summary["method"], "n": scores["n"], "successes": scores["successes"],
            "wilson95": world.wilson_interval(scores["successes"], scores["n"]), "failures": scores["failures"],
            "seconds_mean": statistics.mean(seconds) if seconds else None,
-           "seconds_max": max(seconds) if seconds else None, "settings": summary.get("settings")}
+           "seconds_max": max(seconds) if seconds else None, "settings": summary.get("settings"),
+           "goal_failures_by_square": goal_failures_by_square(folder, tasks)}
     if summary["method"] == "tto":
         row["iterations_mean"] = statistics.mean(r["iterations"] for r in records.values() if r.get("iterations"))
         row["stop_reasons"] = dict(Counter(r.get("stop_reason") for r in records.values()))
@@ -54,6 +57,34 @@ def method_row(folder: Path, tasks: Path) -> dict | None:
     if summary["method"] == "best_of_n":
         row["n_samples"] = sorted({len(r.get("candidates") or []) for r in records.values()})
     return row
+
+
+SQUARE_MOVED_PX = 5.0     # the last frame's square centre this far from the first frame's: the video moved it
+AT_SQUARE_PX = 8.0        # the ball's final centroid this close to where the video drew the square
+
+
+def goal_failures_by_square(folder: Path, tasks: Path) -> dict:
+    """Of the videos that fail the goal rule: in how many the square was drawn elsewhere in the last frame, and
+    in how many of those the ball sits on the moved square (a "Yes" to the goal question that the checker,
+    judging against the first frame's square, rejects)."""
+    out = {"goal_failures": 0, "square_moved": 0, "ball_at_moved_square": 0}
+    for task_dir in files.iter_task_dirs(tasks):
+        video_path = folder / f"{task_dir.relative_to(tasks).as_posix()}.mp4"
+        if not video_path.is_file():
+            continue
+        instance, video = files.load_instance(task_dir), world.resize_nearest(files.read_video(video_path))
+        verdict = world.check_video(video, instance)
+        red = world.square_pixels(video[-1])
+        if verdict.goal or not red.any():
+            continue
+        out["goal_failures"] += 1
+        ys, xs = np.nonzero(red)
+        drawn = np.array([xs.mean() + 0.5, ys.mean() + 0.5])
+        if np.hypot(*(drawn - np.asarray(instance.target_centre))) > SQUARE_MOVED_PX:
+            out["square_moved"] += 1
+            if verdict.final_centroid and np.hypot(*(np.asarray(verdict.final_centroid) - drawn)) < AT_SQUARE_PX:
+                out["ball_at_moved_square"] += 1
+    return out
 
 
 def teacher_accuracy(folder: Path, tasks: Path, teacher_dir: Path) -> dict:
@@ -82,6 +113,8 @@ def markdown(rows: list[dict]) -> str:
                          f"failures {r['failure_analysis']}")
         if "n_samples" in r:
             notes.append(f"N = {r['n_samples']}")
+        sq = r["goal_failures_by_square"]
+        notes.append(f"goal failures with the square moved {sq['square_moved']}, ball on it {sq['ball_at_moved_square']}")
         lo, hi = r["wilson95"]
         secs = "-" if r["seconds_mean"] is None else f"{r['seconds_mean']:.1f}, {r['seconds_max']:.1f}"
         lines.append(f"| {r['method']} | {r['successes']}/{r['n']} ({100 * r['successes'] / r['n']:.0f}%) | "

@@ -178,3 +178,42 @@ def test_cli_generates_and_scores_a_bench_layout(tmp_path, capsys):
     assert summary["failures"] == {"goal": 1, "obstacles": 0, "size": 0, "missing": 1}
     assert summary["per_task"]["fresh/ball_to_target_data-generator/00003"] == {"success": False, "missing": True}
     assert toy_cli(["score", "--videos", str(videos), "--tasks", str(tmp_path / "none")]) == 2
+
+
+def test_square_pixels_find_the_drawn_square_and_nothing_else():
+    for index in range(20):
+        instance = W.generate_instance(3, index)
+        red = W.square_pixels(W.first_frame(instance))
+        ys, xs = np.nonzero(red)
+        assert (xs.min(), ys.min()) == tuple(instance.target)
+        assert red.sum() == W.TARGET_SIZE ** 2
+
+
+def test_results_count_goal_failures_where_the_video_moved_the_square(tmp_path):
+    """A video whose square slides onto the ball's end fails the goal rule: counted as moved, ball on it."""
+    import sys
+
+    from tto_runner import REPO_ROOT
+
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    import toy_results
+
+    tasks = tmp_path / "tasks"
+    F.write_instances(tasks, 2, seed=5, split="toy")
+    videos = tmp_path / "out" / "tto"
+    for index, task_dir in enumerate(F.iter_task_dirs(tasks)):
+        instance = F.load_instance(task_dir)
+        frames = W.render_video(instance)
+        if index == 0:                  # paint the square where the ball ends, 30 px away from its place
+            end = instance.centres()[-1]
+            end = end + np.array([30.0 if end[0] < 64 else -30.0, 0.0])
+            frames = W.render_video(instance, np.repeat(end[None], W.FRAMES, 0))
+            frames[-1][W.square_pixels(frames[-1])] = 255
+            x0, y0 = int(end[0]) - 8, int(end[1]) - 8
+            frames[-1, y0:y0 + 16, x0:x0 + 16] = W.TARGET_RGB
+            frames[-1][W.disc_mask(end)] = W.BALL_RGB
+        path = videos / f"{task_dir.relative_to(tasks).as_posix()}.mp4"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        F.write_video(path, frames)
+    counts = toy_results.goal_failures_by_square(videos, tasks)
+    assert counts == {"goal_failures": 1, "square_moved": 1, "ball_at_moved_square": 1}

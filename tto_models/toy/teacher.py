@@ -175,13 +175,12 @@ def token_labels(teacher, example: Example) -> torch.Tensor:
     cell, tp = spec.patch_size * spec.merge_size, spec.temporal_patch_size
     video = example.video[sample_frame_indices(example.video.shape[0], K)]
     video = np.concatenate([video, video[-1:].repeat(-len(video) % tp, 0)])   # the processor's time padding
-    f = video.astype(np.int16)
     boxes = world.obstacle_boxes(example.instance)
     ball = world.ball_pixels(video)
     tx, ty = example.instance.target
     home = np.zeros(video.shape[1:3], bool)
     home[ty:ty + world.TARGET_SIZE, tx:tx + world.TARGET_SIZE] = True
-    masks = (ball, (f[..., 0] > 150) & (f[..., 1] < 100) & (f[..., 2] < 100), f.max(-1) < 100, ball & boxes,
+    masks = (ball, world.square_pixels(video), video.max(-1) < 100, ball & boxes,
              ball & home)
     t, h, w = len(video) // tp, video.shape[1] // cell, video.shape[2] // cell
     pooled = [m.reshape(t, tp, h, cell, w, cell).any(axis=(1, 3, 5)).reshape(-1) for m in masks]

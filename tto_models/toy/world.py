@@ -319,6 +319,13 @@ def ball_pixels(frames: np.ndarray) -> np.ndarray:
     return (r > 200) & (g > 140) & (g < 245) & (b < 110)
 
 
+def square_pixels(frames: np.ndarray) -> np.ndarray:
+    """[..., 3] uint8 -> bool [...]: the red square's colour (not part of the checker, which judges against the
+    first frame's square; for seeing where a video drew it)."""
+    f = frames.astype(np.int16)
+    return (f[..., 0] > 150) & (f[..., 1] < 100) & (f[..., 2] < 100)
+
+
 @dataclass
 class Verdict:
     success: bool
