@@ -293,3 +293,7 @@ def main(argv=None) -> int:
               f"{means['equal_wall_samples']:.2f}; or pass --n-from {Path(result['summary']).parent})",
               file=sys.stderr)
     return 1 if counts.get("failed") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
