@@ -21,14 +21,6 @@ from tto_models import demo as demo_models, qwen, tokenizer, vae, wan, weights
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-def _sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _folder_bytes(folder) -> dict:
     folder = pathlib.Path(folder)
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
@@ -283,7 +275,7 @@ def test_comfy_wan_is_deterministic(work, demo):
     same = wan.write_tiny_comfy_wan(work / "wan_again.safetensors", seed=0)
     other = wan.write_tiny_comfy_wan(work / "wan_seed1.safetensors", seed=1)
     assert same.read_bytes() == demo["diffusion_model"].read_bytes()
-    assert _sha256(other) != _sha256(same)
+    assert weights.file_sha256(other) != weights.file_sha256(same)
     with pytest.raises(ValueError):
         wan.write_tiny_comfy_wan(work / "bad.safetensors", dim=96)
     wider = wan.write_tiny_comfy_wan(work / "wan_256.safetensors", seed=0, dim=256, layers=1, ffn_dim=512)
@@ -312,7 +304,7 @@ def test_wan22_vae_encodes_and_decodes(comfy, demo):
 
 def test_wan22_vae_is_deterministic(work, demo):
     again = vae.write_tiny_wan22_vae(work / "vae_again.safetensors", seed=0)
-    assert _sha256(again) == _sha256(demo["vae"])
+    assert weights.file_sha256(again) == weights.file_sha256(demo["vae"])
     again.unlink()
     shapes = dict(vae.wan22_vae_shapes())
     with safe_open(str(demo["vae"]), "pt") as f:
@@ -339,7 +331,8 @@ def test_taehv_decodes_48_channel_latents(comfy, demo):
 
 def test_taehv_is_deterministic(work, demo):
     assert vae.write_tiny_taehv(work / "tae_again.safetensors", seed=0).read_bytes() == demo["taehv"].read_bytes()
-    assert _sha256(vae.write_tiny_taehv(work / "tae_seed1.safetensors", seed=1)) != _sha256(demo["taehv"])
+    other = vae.write_tiny_taehv(work / "tae_seed1.safetensors", seed=1)
+    assert weights.file_sha256(other) != weights.file_sha256(demo["taehv"])
 
 
 def test_conditioning(work, demo):
@@ -364,7 +357,8 @@ def test_demo_layout_and_manifest(demo):
     assert (demo["teacher"] / "config.json").is_file()
     manifest = json.loads(demo["manifest"].read_text())
     assert manifest["seed"] == 0 and manifest["version"] == weights.TINY_VERSION
-    assert manifest["items"]["vae"]["files"] == {"tiny_wan22_vae.safetensors": _sha256(demo["vae"])}
+    vae_digest = hashlib.sha256(demo["vae"].read_bytes()).hexdigest()
+    assert manifest["items"]["vae"]["files"] == {"tiny_wan22_vae.safetensors": vae_digest}
 
 
 def test_demo_models_are_kept_or_repaired(demo):
