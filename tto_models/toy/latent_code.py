@@ -113,14 +113,12 @@ def with_still_moved(code: np.ndarray, target_centres, mark_fade) -> np.ndarray:
     latent frame t ([5, 2]) and the marks faded by `mark_fade[t]` ([5]; 1: gone). What a reasoner does
     when a LoRA finds that moving the square to the ball, or dropping the marks, satisfies a teacher."""
     out = np.array(code, np.float32, copy=True)
-    absent = _offsets(ABSENT_MARK)
+    absent = np.stack(_offsets(ABSENT_MARK) * MAX_MARKS)          # (dx, dy) of each mark slot, far away
+    marks = slice(MARK_CHANNEL, MARK_CHANNEL + 2 * MAX_MARKS)
     for t in range(LATENT_FRAMES):
         out[TARGET_CHANNEL, t], out[TARGET_CHANNEL + 1, t] = _offsets(target_centres[t])
         f = float(mark_fade[t])
-        for m in range(MAX_MARKS):
-            for k in range(2):
-                c = MARK_CHANNEL + 2 * m + k
-                out[c, t] = (1 - f) * out[c, t] + f * absent[k]
+        out[marks, t] = (1 - f) * out[marks, t] + f * absent
         out[INK_CHANNEL:USED_CHANNELS, t] *= 1 - f
     return out
 

@@ -166,7 +166,7 @@ TOKEN_LABELS = ("ball", "target", "mark", "touch", "home")
 
 
 def token_labels(teacher, example: Example) -> torch.Tensor:
-    """[tokens, 4]: for each of the teacher's merged vision tokens of the clip (time, then rows, then columns),
+    """[tokens, len(TOKEN_LABELS)]: for each of the teacher's merged vision tokens of the clip (time, then rows, then columns),
     whether its pixels hold ball, target, mark, ball inside a mark's box, or ball inside the square's box. The
     boxes are the first frame's, where the checker judges, even if the video moved the square or dropped a mark."""
     from tto_engine.grading import sample_frame_indices
@@ -175,13 +175,9 @@ def token_labels(teacher, example: Example) -> torch.Tensor:
     cell, tp = spec.patch_size * spec.merge_size, spec.temporal_patch_size
     video = example.video[sample_frame_indices(example.video.shape[0], K)]
     video = np.concatenate([video, video[-1:].repeat(-len(video) % tp, 0)])   # the processor's time padding
-    boxes = world.obstacle_boxes(example.instance)
     ball = world.ball_pixels(video)
-    tx, ty = example.instance.target
-    home = np.zeros(video.shape[1:3], bool)
-    home[ty:ty + world.TARGET_SIZE, tx:tx + world.TARGET_SIZE] = True
-    masks = (ball, world.square_pixels(video), video.max(-1) < 100, ball & boxes,
-             ball & home)
+    masks = (ball, world.square_pixels(video), video.max(-1) < 100, ball & world.obstacle_boxes(example.instance),
+             ball & world.target_box(example.instance))
     t, h, w = len(video) // tp, video.shape[1] // cell, video.shape[2] // cell
     pooled = [m.reshape(t, tp, h, cell, w, cell).any(axis=(1, 3, 5)).reshape(-1) for m in masks]
     return torch.from_numpy(np.stack(pooled, 1).astype(np.float32))

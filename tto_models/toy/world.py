@@ -299,6 +299,14 @@ def obstacle_boxes(instance: Instance) -> np.ndarray:
     return boxes
 
 
+def target_box(instance: Instance) -> np.ndarray:
+    """bool [H, W]: the first frame's 16 x 16 square, where the ball must end."""
+    box = np.zeros((SIZE, SIZE), bool)
+    tx, ty = instance.target
+    box[ty:ty + TARGET_SIZE, tx:tx + TARGET_SIZE] = True
+    return box
+
+
 # ------------------------------------------------------------------------------------------- checker
 
 
