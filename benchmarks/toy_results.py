@@ -63,18 +63,21 @@ SQUARE_MOVED_PX = 5.0     # the last frame's square centre this far from the fir
 AT_SQUARE_PX = 8.0        # the ball's final centroid this close to where the video drew the square
 
 
+def scored_videos(folder: Path, tasks: Path):
+    """(instance, video, checker verdict) for each task whose video `folder` holds."""
+    for _, task_dir, video_path in files.task_videos(folder, tasks):
+        if video_path.is_file():
+            instance, video = files.load_instance(task_dir), files.read_video(video_path)
+            yield instance, video, world.check_video(video, instance)
+
+
 def goal_failures_by_square(folder: Path, tasks: Path) -> dict:
     """Of the videos that fail the goal rule: in how many the square was drawn elsewhere in the last frame, and
     in how many of those the ball sits on the moved square (a "Yes" to the goal question that the checker,
     judging against the first frame's square, rejects)."""
     out = {"goal_failures": 0, "square_moved": 0, "ball_at_moved_square": 0}
-    for task_dir in files.iter_task_dirs(tasks):
-        video_path = folder / f"{task_dir.relative_to(tasks).as_posix()}.mp4"
-        if not video_path.is_file():
-            continue
-        instance, video = files.load_instance(task_dir), world.resize_nearest(files.read_video(video_path))
-        verdict = world.check_video(video, instance)
-        red = world.square_pixels(video[-1])
+    for instance, video, verdict in scored_videos(folder, tasks):
+        red = world.square_pixels(world.resize_nearest(video[-1:])[0])
         if verdict.goal or not red.any():
             continue
         out["goal_failures"] += 1
@@ -92,12 +95,8 @@ def teacher_accuracy(folder: Path, tasks: Path, teacher_dir: Path) -> dict:
     checker's verdicts, per question: accuracy and the share of "yes" verdicts."""
     from tto_models.toy import teacher as T
 
-    examples = []
-    for task_dir in files.iter_task_dirs(tasks):
-        video_path = folder / f"{task_dir.relative_to(tasks).as_posix()}.mp4"
-        if video_path.is_file():
-            instance, video = files.load_instance(task_dir), files.read_video(video_path)
-            examples.append(T.Example(video, instance, folder.name, world.check_video(video, instance)))
+    examples = [T.Example(video, instance, folder.name, verdict)
+                for instance, video, verdict in scored_videos(folder, tasks)]
     return T.evaluate(T.load(teacher_dir), examples)[folder.name]
 
 

@@ -75,13 +75,11 @@ def score_folder(videos, tasks) -> dict:
     A task without a video counts as a failure of every rule ("missing"). Returns the summary dict.
     """
     videos, tasks = Path(videos), Path(tasks)
-    task_dirs = iter_task_dirs(tasks)
-    if not task_dirs:
+    pairs = task_videos(videos, tasks)
+    if not pairs:
         raise FileNotFoundError(f"No toy-world tasks (<split>/{W.TASK_NAME}/NNNNN/metadata.json) under {tasks}.")
     per_task, verdicts, missing = {}, [], 0
-    for d in task_dirs:
-        task_id = d.relative_to(tasks).as_posix()
-        video = videos / f"{task_id}.mp4"
+    for task_id, d, video in pairs:
         if not video.is_file():
             missing += 1
             per_task[task_id] = {"success": False, "missing": True}
@@ -102,6 +100,14 @@ def format_summary(summary: dict) -> str:
     fails = ", ".join(f"{k} {v}" for k, v in summary["failures"].items())
     return (f"{summary['successes']}/{summary['n']} succeed: {100 * summary['success_rate']:.1f}% "
             f"(95% Wilson {100 * lo:.1f}-{100 * hi:.1f}%); failures per rule: {fails}")
+
+
+def task_videos(videos, tasks) -> list[tuple[str, Path, Path]]:
+    """(task id, task folder, video path) for every task under `tasks`, the video where tto-bench writes it
+    under `videos` (<split>/<task>/NNNNN.mp4), whether or not it is there."""
+    tasks = Path(tasks)
+    return [(task_id, d, Path(videos) / f"{task_id}.mp4")
+            for d in iter_task_dirs(tasks) for task_id in [d.relative_to(tasks).as_posix()]]
 
 
 def iter_task_dirs(tasks) -> list[Path]:
