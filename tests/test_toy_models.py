@@ -116,3 +116,12 @@ def test_vision_pretraining_moves_only_the_vision_tower(toy_teacher):
     assert any(not torch.equal(p, visual[n]) for n, p in toy_teacher.model.model.visual.named_parameters())
     assert all(torch.equal(p, language[n]) for n, p in toy_teacher.model.model.language_model.named_parameters())
     assert not any(p.requires_grad for p in toy_teacher.model.parameters())
+
+
+def test_a_saved_teacher_keeps_the_processor_settings_of_the_folder_it_came_from(tmp_path):
+    """The patch size lives in the processor's files, not the model: a resumed teacher written elsewhere must
+    carry them, or it loads with the checkpoint family's default patch and reads the frames differently."""
+    teacher = T.build(tmp_path / "first")
+    T.save(teacher, tmp_path / "resumed", origin=tmp_path / "first")
+    assert (tmp_path / "resumed" / "processor_config.json").is_file()
+    assert T.load(tmp_path / "resumed").spec.patch_size == 8

@@ -112,14 +112,7 @@ def _train_teacher(args) -> int:
     if args.vision_steps:
         T.pretrain_vision(teacher, train, args.vision_steps, args.batch, seed=args.seed)
     T.train(teacher, train, args.steps, args.batch, args.lr, seed=args.seed)
-    teacher.model.save_pretrained(args.out)
-    teacher.tokenizer.save_pretrained(args.out)
-    if args.resume:   # the processor's settings (patch size, pixel budget) come with the folder, not the model
-        import shutil
-
-        for f in Path(args.resume).iterdir():
-            if f.is_file() and not (Path(args.out) / f.name).exists():
-                shutil.copy2(f, Path(args.out) / f.name)
+    T.save(teacher, args.out, origin=args.resume or args.out)
     print(f"wrote {args.out}")
     if held_out:
         print("held-out accuracy:", json.dumps(T.evaluate(teacher, held_out)))

@@ -225,6 +225,21 @@ def load(folder, dtype=torch.float32):
     return VLMTeacher.from_pretrained(folder, dtype=dtype, gradient_checkpointing=False)
 
 
+def save(teacher, folder, origin) -> None:
+    """Write the teacher's weights and tokenizer to `folder`, and the other files of the folder it was loaded
+    from (`origin`): the processor's settings (patch size, pixel budget) live there, not in the model."""
+    import shutil
+    from pathlib import Path
+
+    folder, origin = Path(folder), Path(origin)
+    teacher.model.save_pretrained(folder)
+    teacher.tokenizer.save_pretrained(folder)
+    if origin.resolve() != folder.resolve():
+        for f in origin.iterdir():
+            if f.is_file() and not (folder / f.name).exists():
+                shutil.copy2(f, folder / f.name)
+
+
 def build(folder, seed: int = 0):
     from tto_models.qwen import build_tiny_qwen3vl
 
