@@ -209,8 +209,9 @@ def test_results_count_goal_failures_where_the_video_moved_the_square(tmp_path):
             end = end + np.array([30.0 if end[0] < 64 else -30.0, 0.0])
             frames = W.render_video(instance, np.repeat(end[None], W.FRAMES, 0))
             frames[-1][W.square_pixels(frames[-1])] = 255
-            x0, y0 = int(end[0]) - 8, int(end[1]) - 8
-            frames[-1, y0:y0 + 16, x0:x0 + 16] = W.TARGET_RGB
+            half = W.TARGET_SIZE // 2
+            x0, y0 = int(end[0]) - half, int(end[1]) - half
+            frames[-1, y0:y0 + W.TARGET_SIZE, x0:x0 + W.TARGET_SIZE] = W.TARGET_RGB
             frames[-1][W.disc_mask(end)] = W.BALL_RGB
         path = videos / f"{task_dir.relative_to(tasks).as_posix()}.mp4"
         path.parent.mkdir(parents=True, exist_ok=True)
