@@ -125,3 +125,50 @@ def test_a_saved_teacher_keeps_the_processor_settings_of_the_folder_it_came_from
     T.save(teacher, tmp_path / "resumed", origin=tmp_path / "first")
     assert (tmp_path / "resumed" / "processor_config.json").is_file()
     assert T.load(tmp_path / "resumed").spec.patch_size == 8
+
+
+def test_soft_labels_sit_on_the_checker_side_and_grow_surer_with_the_margin():
+    ins = next(W.generate_instance(5, i) for i in range(50) if not W.generate_instance(5, i).obstacles)
+    gt = ins.centres()
+    shares = []
+    for f in (0.5, 0.85, 1.0):
+        video = W.render_video(ins, np.linspace(gt[0], gt[0] + f * (gt[-1] - gt[0]), W.FRAMES))
+        e = T.Example(video, ins, "drawn", W.check_video(video, ins))
+        yes = e.yes_shares(2.0)
+        assert all((yes[r] > 0.5) == y for r, y in e.labels().items())
+        shares.append(yes["goal"])
+    assert shares == sorted(shares) and shares[-1] > 0.95 and shares[0] < 0.05
+
+
+def test_soft_label_training_moves_the_answers_towards_the_shares(toy_teacher):
+    examples = T.make_examples(T.TEACHER_SEED, 8)
+    with torch.no_grad():
+        before = sum(float(T.example_loss(toy_teacher, e, softness=2.0)) for e in examples)
+    T.train(toy_teacher, examples, steps=4, batch=8, lr=3e-3, softness=2.0)
+    with torch.no_grad():
+        after = sum(float(T.example_loss(toy_teacher, e, softness=2.0)) for e in examples)
+    assert after < 0.8 * before
+
+
+def test_the_checker_teacher_answers_like_the_checker_and_its_gradient_moves_the_ball_home():
+    from tto_engine import Query
+    from tto_models.toy.checker_teacher import CheckerTeacher
+
+    ins = next(W.generate_instance(5, i) for i in range(50) if len(W.generate_instance(5, i).obstacles) == 1)
+    queries = [Query(T.QUESTIONS[r], T.KINDS[r]) for r in T.rules_for(ins)]
+    teacher = CheckerTeacher(None, ins)
+    good, _ = T.clip_frames(W.render_video(ins))
+    gt = ins.centres()
+    short = np.linspace(gt[0], gt[0] + 0.6 * (gt[-1] - gt[0]), W.FRAMES)
+    bad, _ = T.clip_frames(W.render_video(ins, short))
+    assert (teacher.score(good, queries).scores > 0.9).all()
+    bad.requires_grad_(True)
+    answer = teacher.score(bad, queries)
+    assert answer.scores[0] < 0.1                               # goal: the ball stopped short
+    answer.losses[0].backward()
+    # descending the goal loss paints ball colour on the target's side of the last frame's ball
+    with torch.no_grad():
+        after = teacher.score(bad - 0.5 * bad.grad, queries).losses[0]
+    assert float(after) < float(answer.losses[0].detach())
+    with pytest.raises(ValueError, match="questions"):
+        teacher.score(good, queries[:1])

@@ -218,3 +218,23 @@ def test_results_count_goal_failures_where_the_video_moved_the_square(tmp_path):
         F.write_video(path, frames)
     counts = toy_results.goal_failures_by_square(videos, tasks)
     assert counts == {"goal_failures": 1, "square_moved": 1, "ball_at_moved_square": 1}
+
+
+def test_rule_margins_carry_the_checker_verdict_and_grow_with_how_clearly_it_holds(instances):
+    plain = next(i for i in instances if not i.obstacles)
+    gt = plain.centres()
+    for ins in instances[:60]:                       # ground truth, and the ball stopping at every fraction
+        for stop in (0.2, 0.5, 0.8, 0.95, 1.0):
+            centres = np.linspace(ins.centres()[0], ins.ball + stop * (ins.centres()[-1] - ins.ball), W.FRAMES)
+            video = W.render_video(ins, centres, radii=[6] * 16 + [6 - 4 * (1 - stop)])
+            verdict, margins = W.check_video(video, ins), W.rule_margins(video, ins)
+            for rule in W.RULES:
+                if rule != "obstacles" or ins.obstacles:
+                    assert (margins[rule] >= 0) == getattr(verdict, rule), (ins.index, stop, rule, margins)
+    depths = [W.rule_margins(W.render_video(plain, np.linspace(gt[0], gt[0] + f * (gt[-1] - gt[0]), W.FRAMES)),
+                             plain)["goal"] for f in (0.5, 0.8, 0.9, 1.0)]
+    assert depths == sorted(depths) and depths[0] < 0 < depths[-1]
+    blocked = detour_instance(instances)
+    straight = W.render_video(blocked, W.positions_along([blocked.ball, blocked.target_centre], W.FRAMES))
+    assert W.rule_margins(straight, blocked)["obstacles"] < 0 < W.rule_margins(W.render_video(blocked),
+                                                                                  blocked)["obstacles"]

@@ -96,14 +96,16 @@ def _train_teacher(args) -> int:
     tick = time.time()
     train = T.make_examples(T.TEACHER_SEED, args.n, decoder, reasoner, shares)
     held_out = T.make_examples(T.CHECK_SEED, args.eval, decoder, reasoner, shares) if args.eval else []
-    if args.loop_instances:
+    if args.loop_instances or args.checker_loop_instances:
         from .probe import Pack
 
         if not (args.resume and decoder is not None and reasoner is not None):
-            raise ValueError("--loop-instances needs --resume (the teacher the loop runs with), --autoencoder and "
-                             "--reasoner.")
+            raise ValueError("--loop-instances and --checker-loop-instances need --resume (the teacher the loop "
+                             "runs with), --autoencoder and --reasoner.")
         pack = Pack(args.reasoner, args.autoencoder, args.resume)
-        loop = T.loop_examples(pack, args.loop_instances)
+        start = T.LOOP_INDEX if args.loop_start is None else args.loop_start
+        loop = T.loop_examples(pack, args.loop_instances, start=start)
+        loop += T.loop_examples(pack, args.checker_loop_instances, checker=True, start=start + args.loop_instances)
         del pack
         train += loop * args.loop_repeat
     print(f"{len(train)} training clips, {len(held_out)} held out ({time.time() - tick:.0f} s)",
@@ -111,7 +113,7 @@ def _train_teacher(args) -> int:
     teacher = T.load(args.resume) if args.resume else T.build(args.out, seed=args.seed)
     if args.vision_steps:
         T.pretrain_vision(teacher, train, args.vision_steps, args.batch, seed=args.seed)
-    T.train(teacher, train, args.steps, args.batch, args.lr, seed=args.seed)
+    T.train(teacher, train, args.steps, args.batch, args.lr, seed=args.seed, softness=args.soft_labels)
     T.save(teacher, args.out, origin=args.resume or args.out)
     print(f"wrote {args.out}")
     if held_out:
@@ -163,7 +165,8 @@ def _probe_loop(args) -> int:
     pack = probe.Pack(args.reasoner, args.autoencoder, args.teacher)
     rows = probe.run(pack, [world.generate_instance(args.stream, i) for i in range(args.start, args.start + args.n)],
                      max_iterations=args.max_iterations, learning_rate=args.lr, loss_threshold=args.threshold,
-                     gradient_mode=args.gradient_mode)
+                     gradient_mode=args.gradient_mode, checker=args.checker,
+                     log=lambda row: print(row, flush=True))
     base = sum(not r["baseline"] for r in rows)
     tto = sum(not r["tto"] for r in rows)
     print(f"baseline {base}/{len(rows)}, tto {tto}/{len(rows)}")
@@ -236,6 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--n", type=int, default=1200, help="training clips")
     t.add_argument("--loop-instances", type=int, default=0,
                    help="also the clips the loop shows this teacher (--resume) on this many training instances")
+    t.add_argument("--checker-loop-instances", type=int, default=0,
+                   help="also the clips the loop shows when the checker is its teacher, on this many instances")
+    t.add_argument("--loop-start", type=int, default=None,
+                   help="first instance of the loops' clips (default: teacher.LOOP_INDEX of stream 300); later "
+                        "rounds take fresh ones")
+    t.add_argument("--soft-labels", type=float, default=0.0,
+                   help="px: learn P(Yes) as a sigmoid of how clearly each rule holds, over this scale (0: hard labels)")
     t.add_argument("--loop-repeat", type=int, default=2, help="how many times each loop clip enters the training set")
     t.add_argument("--vision-steps", type=int, default=300, help="dense per-token pre-training of the vision tower")
     t.add_argument("--steps", type=int, default=600)
@@ -268,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--lr", type=float, default=1e-3)
     q.add_argument("--threshold", type=float, default=0.22)
     q.add_argument("--gradient-mode", default="first", choices=("first", "last", "all"))
+    q.add_argument("--checker", action="store_true",
+                   help="the loop's teacher is the checker itself (knows the true positions): the loop's ceiling")
     q.add_argument("--json", help="write the per-instance rows here")
     q.set_defaults(run=_probe_loop)
     return p

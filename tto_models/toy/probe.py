@@ -59,11 +59,13 @@ class Pack:
                                                   self.positive, self.negative, latent)["samples"]
 
     def tto(self, latent: dict, queries, seed: int, max_iterations: int, learning_rate: float,
-            loss_threshold: float, rank: int = 16, gradient_mode: str = "first") -> tuple[torch.Tensor, int, dict]:
+            loss_threshold: float, rank: int = 16, gradient_mode: str = "first",
+            teacher=None) -> tuple[torch.Tensor, int, dict]:
+        """`teacher`: grade with this one instead of the loaded teacher (the checker teacher)."""
         marked = self.nodes.LoRAAttach.PREPARE_CLASS_CLONE({}).execute(self.model, rank, float(rank),
                                                                          "attention+ffn", 0).result[0]
         loop = self.nodes.TTOLoop.PREPARE_CLASS_CLONE({})
-        out = loop.execute(marked, self.positive, self.negative, latent, self.teacher, queries, seed,
+        out = loop.execute(marked, self.positive, self.negative, latent, teacher or self.teacher, queries, seed,
                            R.SAMPLE_STEPS, 1.0, "euler", "simple", max_iterations, learning_rate, loss_threshold,
                            T.K, 0.5, gradient_mode, float(world.FPS), self.vae, "default").result
         return out[1]["samples"], int(out[5]), json.loads(out[4])
@@ -98,7 +100,10 @@ def recording_predictions(pack: Pack):
 
 
 def run(pack: Pack, instances, seed: int = 0, max_iterations: int = 10, learning_rate: float = 1e-3,
-        loss_threshold: float = 0.22, gradient_mode: str = "first", log=print) -> list[dict]:
+        loss_threshold: float = 0.22, gradient_mode: str = "first", checker: bool = False, log=print) -> list[dict]:
+    """Baseline and loop verdicts per instance; `checker`: the loop's teacher is the checker itself."""
+    from .checker_teacher import CheckerTeacher
+
     rows = []
     for instance in instances:
         latent = pack.latent(instance)
@@ -106,7 +111,8 @@ def run(pack: Pack, instances, seed: int = 0, max_iterations: int = 10, learning
         base = world.check_video(pack.video(pack.baseline(latent, seed)), instance)
         tick = time.time()
         final, iterations, report = pack.tto(latent, queries, seed, max_iterations, learning_rate, loss_threshold,
-                                             gradient_mode=gradient_mode)
+                                             gradient_mode=gradient_mode,
+                                             teacher=CheckerTeacher(pack.teacher, instance) if checker else None)
         adapted = world.check_video(pack.video(final), instance)
         rules = T.rules_for(instance)
         row = {"index": instance.index, "baseline": base.failed_rules(), "tto": adapted.failed_rules(),

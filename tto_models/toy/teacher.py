@@ -98,6 +98,14 @@ class Example:
     def labels(self) -> dict[str, bool]:
         return {r: bool(getattr(self.verdict, r)) for r in rules_for(self.instance)}
 
+    def yes_shares(self, softness: float) -> dict[str, float]:
+        """Soft labels: P(Yes) as a sigmoid of how clearly the clip keeps each rule (`world.rule_margins`, px),
+        half a pixel past the checker's line on its side of it, so a clip that barely passes or barely fails
+        is an unsure one, and the answer grows surer as the ball goes deeper in or further off."""
+        margins = world.rule_margins(self.video, self.instance)
+        return {r: float(1 / (1 + np.exp(-(margins[r] + (0.5 if y else -0.5)) / softness)))
+                for r, y in self.labels().items()}
+
 
 def make_examples(seed: int, n: int, decoder=None, reasoner=None, shares=(0.2, 0.2, 0.2, 0.2, 0.2),
                   start: int = 0) -> list[Example]:
@@ -140,20 +148,25 @@ def _moved_still(rng, code: np.ndarray, instance: world.Instance, ball_end) -> n
     return LC.with_still_moved(code, targets, fade)
 
 
-def loop_examples(pack, n: int, max_iterations: int = 10, learning_rate: float = 1e-3,
-                  loss_threshold: float = 0.22, log=print) -> list[Example]:
+def loop_examples(pack, n: int, max_iterations: int = 15, learning_rate: float = 1e-3,
+                  loss_threshold: float = 0.08, checker: bool = False, start: int = LOOP_INDEX,
+                  log=print) -> list[Example]:
     """What the loop shows the teacher, labelled by the checker: each iteration's decoded one-step prediction
     as the LoRA moves, and the final sample, for n training instances (`pack`: probe.Pack with the teacher
-    being improved). Clips that pushed a teacher towards "Yes" while the checker says no are where it is fooled."""
+    being improved). Clips that pushed a teacher towards "Yes" while the checker says no are where it is fooled.
+    With `checker`, the loop runs with the checker as its teacher: the path a right teacher would lead it along."""
+    from .checker_teacher import CheckerTeacher
     from .probe import recording_predictions
 
     out = []
     for i in range(n):
-        instance = world.generate_instance(TEACHER_SEED, LOOP_INDEX + i)
+        instance = world.generate_instance(TEACHER_SEED, start + i)
         latent = pack.latent(instance)
         queries = [pack.Query(q.text, q.kind) for q in queries_for(instance)]
+        teacher = CheckerTeacher(pack.teacher, instance) if checker else None
         with recording_predictions(pack) as shown:
-            final, iterations, _ = pack.tto(latent, queries, i, max_iterations, learning_rate, loss_threshold)
+            final, iterations, _ = pack.tto(latent, queries, i, max_iterations, learning_rate, loss_threshold,
+                                            teacher=teacher)
         clips = [c for j, c in enumerate(shown) if j == 0 or not torch.equal(c, shown[j - 1])]   # recomputed decodes
         videos = [to_uint8(c.permute(1, 0, 2, 3)) for c in clips] + [pack.video(final)]
         for video in videos:
@@ -254,19 +267,27 @@ def _label_weights(examples: list[Example]) -> dict[tuple[str, bool], float]:
     return {key: len(counts) and sum(counts.values()) / (len(counts) * c) for key, c in counts.items()}
 
 
-def example_loss(teacher, example: Example, weights=None) -> torch.Tensor:
+def example_loss(teacher, example: Example, weights=None, softness: float = 0.0) -> torch.Tensor:
+    """Weighted NLL of the checker's answers; with `softness` (px) > 0, cross-entropy against the soft labels
+    of `Example.yes_shares` (both answers asked in the same pass)."""
     from tto_engine import Query
 
     frames, times = clip_frames(example.video)
     labels = example.labels()
-    queries = [Query(QUESTIONS[r], KINDS[r], answer="Yes" if y else "No") for r, y in labels.items()]
-    losses = teacher.score(frames, queries, times).losses
     w = torch.tensor([1.0 if weights is None else weights[(r, y)] for r, y in labels.items()])
+    if softness > 0:
+        yes = torch.tensor(list(example.yes_shares(softness).values()), dtype=torch.float32)
+        queries = [Query(QUESTIONS[r], KINDS[r], answer=a) for a in ("Yes", "No") for r in labels]
+        nll_yes, nll_no = teacher.score(frames, queries, times).losses.view(2, -1)
+        losses = yes * nll_yes + (1 - yes) * nll_no
+    else:
+        queries = [Query(QUESTIONS[r], KINDS[r], answer="Yes" if y else "No") for r, y in labels.items()]
+        losses = teacher.score(frames, queries, times).losses
     return (w * losses).sum() / w.sum()
 
 
 def train(teacher, examples: list[Example], steps: int, batch: int = 8, lr: float = 1e-3, seed: int = 0,
-          log=print):
+          softness: float = 0.0, log=print):
     model = teacher.model
     params = [p for p in model.parameters()]
     for p in params:
@@ -280,7 +301,7 @@ def train(teacher, examples: list[Example], steps: int, batch: int = 8, lr: floa
         for g in opt.param_groups:
             g["lr"] = lr * warm * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * step / steps)))
         picks = rng.choice(len(examples), batch, replace=False)
-        loss = sum(example_loss(teacher, examples[i], weights) for i in picks) / batch
+        loss = sum(example_loss(teacher, examples[i], weights, softness) for i in picks) / batch
         if step % REPLY_EVERY == 0:      # the query reply: two fixed texts, learnt on the side
             loss = loss + reply_loss(teacher, examples[picks[0]].instance)
         clipped_step(opt, loss, params)

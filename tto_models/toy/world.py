@@ -378,6 +378,35 @@ def check_video(frames: np.ndarray, instance: Instance) -> Verdict:
                    [int(a) for a in areas], touching)
 
 
+def rule_margins(frames: np.ndarray, instance: Instance) -> dict[str, float]:
+    """How clearly a video keeps each rule, signed like the checker's verdict (>= 0 iff the rule holds), in
+    pixels: the last-frame centroid's depth inside the square; the ball's nearest pixel's (Chebyshev) distance
+    from a mark's box, or minus the square root of the pixels inside one; the area ratio's distance from
+    50-150% of frame 0's, 0.05 to a pixel. Soft labels for the teacher: how far from flipping each answer is."""
+    mask = ball_pixels(resize_nearest(np.asarray(frames)))
+    areas = mask.sum(axis=(1, 2))
+    out = {"goal": -float(TARGET_SIZE)}
+    if mask[-1].any():
+        ys, xs = np.nonzero(mask[-1])
+        cx, cy = xs.mean() + 0.5, ys.mean() + 0.5
+        tx, ty = instance.target
+        out["goal"] = float(min(cx - tx, tx + TARGET_SIZE - cx, cy - ty, ty + TARGET_SIZE - cy))
+    _, ys, xs = np.nonzero(mask)
+    inside = int((mask & obstacle_boxes(instance)).sum())
+    if inside:
+        out["obstacles"] = -math.sqrt(inside)
+    else:
+        gaps = [np.maximum(np.maximum(ox - xs, xs - (ox + X_SIZE - 1)), np.maximum(oy - ys, ys - (oy + X_SIZE - 1)))
+                for ox, oy in instance.obstacles]
+        out["obstacles"] = float(min((g.min() for g in gaps if g.size), default=SIZE))
+    if areas[0] > 0:
+        ratio = areas / areas[0]
+        out["size"] = float(min((ratio - AREA_RANGE[0]).min(), (AREA_RANGE[1] - ratio).min()) / 0.05)
+    else:
+        out["size"] = -10.0
+    return out
+
+
 def tally(verdicts) -> dict:
     """How many verdicts pass, and how many fail each rule."""
     verdicts = list(verdicts)
