@@ -258,8 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser("train", help="train every toy model from scratch and lay them out in a ComfyUI models folder")
     w.add_argument("--out", required=True, help="models folder to write (diffusion_models/, vae/, LLM/, conditioning/)")
-    w.add_argument("--decoder-steps", type=int, default=1200)
-    w.add_argument("--encoder-steps", type=int, default=600)
+    w.add_argument("--decoder-steps", type=int, default=1000)
+    w.add_argument("--encoder-steps", type=int, default=500)
     w.add_argument("--reasoner-steps", type=int, default=300)
     w.add_argument("--finetune-steps", type=int, default=300, help="decoder steps on the reasoner's own codes")
     w.add_argument("--teacher-clips", type=int, default=1200)
