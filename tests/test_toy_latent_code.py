@@ -103,7 +103,7 @@ def test_uneven_tracks_keep_the_path_and_vary_the_steps():
     assert steps.max() > 2 * np.linalg.norm(np.diff(even, axis=0), axis=1).max()
 
 
-def test_a_ball_drawn_too_large_in_one_frame_costs_through_the_area_term(monkeypatch):
+def test_a_ball_drawn_too_large_in_one_frame_costs_through_the_area_term():
     """The checker compares each frame's ball area with frame 0's; per-pixel errors alone barely see it."""
     import torch
 
@@ -113,14 +113,13 @@ def test_a_ball_drawn_too_large_in_one_frame_costs_through_the_area_term(monkeyp
     radii[6] = 1.3 * W.BALL_RADIUS
     wrong = W.render_video(ins, ins.centres(), radii)
 
-    def loss(video):
+    def loss(video, area_weight=CA.AREA_WEIGHT):
         t = torch.from_numpy(video.transpose(3, 0, 1, 2)[None].astype(np.float32) / 255.0)
-        return float(CA.decoder_loss(t, torch.from_numpy(truth.transpose(3, 0, 1, 2)[None].astype(np.float32) / 255.0)))
+        target = torch.from_numpy(truth.transpose(3, 0, 1, 2)[None].astype(np.float32) / 255.0)
+        return float(CA.decoder_loss(t, target, area_weight))
 
     assert loss(truth) < 1e-3
-    with_area = loss(wrong)
-    monkeypatch.setattr(CA, "AREA_WEIGHT", 0.0)
-    assert with_area > 1.5 * loss(wrong)
+    assert loss(wrong) > 1.5 * loss(wrong, area_weight=0.0)
 
 
 def test_moving_the_still_things_moves_only_them(instances):

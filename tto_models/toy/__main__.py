@@ -45,7 +45,8 @@ def _train_autoencoder(args) -> int:
         print(f"{len(pool)} reasoner scenes ({time.time() - tick:.0f} s)", flush=True)
     if args.decoder_steps:
         CA.train_decoder(model, CA.Schedule(args.decoder_steps, args.batch, args.decoder_lr), seed=args.seed,
-                         start_index=args.start_index, pool=pool, pool_share=args.reasoner_share)
+                         start_index=args.start_index, pool=pool, pool_share=args.reasoner_share,
+                         area_weight=CA.AREA_WEIGHT if args.area_weight is None else args.area_weight)
     if args.encoder_steps:
         CA.train_encoder(model, CA.Schedule(args.encoder_steps, 16, args.encoder_lr), seed=args.seed)
     save(model, args.out)
@@ -132,7 +133,7 @@ def _train_all(args) -> int:
     taehv, reasoner, teacher = work / "taehv.safetensors", work / "reasoner.safetensors", work / "teacher"
     stages = {
         "autoencoder": ["train-autoencoder", "--out", str(taehv), "--decoder-steps", str(args.decoder_steps),
-                        "--encoder-steps", str(args.encoder_steps), "--judge", "0"],
+                        "--encoder-steps", str(args.encoder_steps), "--area-weight", "0", "--judge", "0"],
         "reasoner": ["train-reasoner", "--out", str(reasoner), "--steps", str(args.reasoner_steps), "--eval", "0"],
         "decoder_on_reasoner": ["train-autoencoder", "--resume", str(taehv), "--out", str(taehv),
                                 "--decoder-steps", str(args.finetune_steps), "--decoder-lr", "3e-4",
@@ -175,6 +176,20 @@ def _probe_loop(args) -> int:
     return 0
 
 
+def _probe_best_of(args) -> int:
+    from . import probe, world
+
+    pack = probe.Pack(args.reasoner, args.autoencoder, args.teacher)
+    rows = probe.best_of_checker(pack, [world.generate_instance(args.stream, i)
+                                        for i in range(args.start, args.start + args.n)], args.candidates,
+                                 log=lambda row: print(row, flush=True))
+    print(f"best of {args.candidates} with the checker selecting: {sum(r['passing'] > 0 for r in rows)}/{len(rows)}; "
+          f"one sample: {sum(r['passing'] for r in rows) / (args.candidates * len(rows)):.3f} pass on average")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tto_models.toy", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -201,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--decoder-steps", type=int, default=1000)
     a.add_argument("--decoder-lr", type=float, default=1e-3)
     a.add_argument("--batch", type=int, default=8, help="decoder crops per step")
+    a.add_argument("--area-weight", type=float, default=None,
+                   help="weight of the per-frame ball-area term (default code_autoencoder.AREA_WEIGHT); 0 for a "
+                        "decoder trained from scratch, which otherwise never learns the ball's colour")
     a.add_argument("--reasoner", help="a trained toy reasoner: the decoder also learns its codes' scenes")
     a.add_argument("--reasoner-scenes", type=int, default=400, help="reasoner codes to draw from")
     a.add_argument("--reasoner-share", type=float, default=0.5, help="share of each batch from reasoner codes")
@@ -282,6 +300,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the loop's teacher is the checker itself (knows the true positions): the loop's ceiling")
     q.add_argument("--json", help="write the per-instance rows here")
     q.set_defaults(run=_probe_loop)
+
+    b = sub.add_parser("probe-best-of", help="how many of N stock samples per instance the checker passes (in process): "
+                                             "Best-of-N's ceiling, a selector that is never wrong")
+    for name in ("--reasoner", "--autoencoder", "--teacher"):
+        b.add_argument(name, required=True)
+    b.add_argument("--stream", type=int, default=1000, help="instance stream")
+    b.add_argument("--start", type=int, default=0)
+    b.add_argument("--n", type=int, default=10)
+    b.add_argument("--candidates", type=int, default=26, help="samples per instance (seeds 0..N-1)")
+    b.add_argument("--json", help="write the per-instance rows here")
+    b.set_defaults(run=_probe_best_of)
     return p
 
 

@@ -1,7 +1,8 @@
-"""The checker as a teacher: the three rules made differentiable in pixel space, answering the family's
-questions with the instance's true positions in hand. No VLM could know as much; it is the ceiling a
-teacher can give the loop, to tell what the loop and LoRA can fix from what the trained teacher gets
-wrong (`probe-loop --teacher checker`), and a source of clips along trajectories the loop should take
+"""The checker as a teacher: the three rules made differentiable in pixel space (the size rule held to
+65-135% of frame 0's area, inside the checker's 50-150%), answering the family's questions with the
+instance's true positions in hand. No VLM could know as much; it is the ceiling a teacher can give the
+loop, to tell what the loop and LoRA can fix from what the trained teacher gets wrong
+(`probe-loop --checker`), and a source of clips along the paths the loop should take
 (`train-teacher --checker-loop-instances`).
 """
 

@@ -145,7 +145,7 @@ def ball_colour_margin(frames: torch.Tensor) -> torch.Tensor:
     return torch.minimum(torch.minimum(r - 200, g - 140), torch.minimum(245 - g, 110 - b))
 
 
-def decoder_loss(decoded: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+def decoder_loss(decoded: torch.Tensor, frames: torch.Tensor, area_weight: float = AREA_WEIGHT) -> torch.Tensor:
     """Weighted pixel error, plus the checker's colour test made differentiable: ball pixels must land
     inside the ball-colour box and every other pixel outside it, by COLOUR_MARGIN (what decides area and
     centroid, and so every verdict)."""
@@ -163,7 +163,7 @@ def decoder_loss(decoded: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
     soft = torch.sigmoid(margin / AREA_SOFTNESS).sum(dim=(-2, -1))          # [B, T]
     full = np.pi * world.BALL_RADIUS ** 2
     area = ((soft - ball.float().sum(dim=(-2, -1))) / full).pow(2).mean()
-    return pixels + COLOUR_WEIGHT * colour + AREA_WEIGHT * area
+    return pixels + COLOUR_WEIGHT * colour + area_weight * area
 
 
 # ------------------------------------------------------------------------------------------- training
@@ -193,8 +193,11 @@ def new_model(seed: int = 0) -> TAEHV:
 
 
 def train_decoder(model: TAEHV, schedule: Schedule, seed: int = 0, log=print, start_index: int = 0,
-                  pool=None, pool_share: float = 0.5) -> TAEHV:
-    """`pool`: (code, frames) pairs from `reasoner_scenes`, drawn for a `pool_share` of each batch."""
+                  pool=None, pool_share: float = 0.5, area_weight: float = AREA_WEIGHT) -> TAEHV:
+    """`pool`: (code, frames) pairs from `reasoner_scenes`, drawn for a `pool_share` of each batch.
+    `area_weight`: the per-frame ball-area term is for a decoder that already draws; from scratch it
+    holds the ball's colour on the checker's threshold (soft area matched by half-counted pixels) and
+    the decoder never learns the colour: use 0 there (as `train` does)."""
     rng = np.random.default_rng(seed)
     params = list(model.decoder.parameters())
     opt = torch.optim.Adam(params, lr=schedule.lr)
@@ -203,7 +206,7 @@ def train_decoder(model: TAEHV, schedule: Schedule, seed: int = 0, log=print, st
         for g in opt.param_groups:
             g["lr"] = schedule.lr_at(step)
         codes, frames = batch(rng, start_index + step * schedule.batch, schedule.batch, pool, pool_share)
-        loss = decoder_loss(model.decode(codes), frames)
+        loss = decoder_loss(model.decode(codes), frames, area_weight)
         clipped_step(opt, loss, params)
         progress(step, loss)
     return model

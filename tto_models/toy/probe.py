@@ -123,3 +123,20 @@ def run(pack: Pack, instances, seed: int = 0, max_iterations: int = 10, learning
         log(row)
         rows.append(row)
     return rows
+
+
+def best_of_checker(pack: Pack, instances, candidates: int, log=print) -> list[dict]:
+    """Best-of-N with the checker as the selector: per instance, how many of `candidates` stock samples
+    (seeds 0..N-1) the checker passes. Best-of-N with a right teacher succeeds iff one does: what more
+    sampling could give at best, beside `run(..., checker=True)` for the loop."""
+    rows = []
+    for instance in instances:
+        latent = pack.latent(instance)
+        tick = time.time()
+        passing = sum(world.check_video(pack.video(pack.baseline(latent, seed)), instance).success
+                      for seed in range(candidates))
+        row = {"index": instance.index, "passing": int(passing), "candidates": candidates,
+               "seconds": round(time.time() - tick, 1)}
+        log(row)
+        rows.append(row)
+    return rows
