@@ -12,9 +12,8 @@ import torch
 
 from . import teacher as T
 from . import world
-from .code_autoencoder import ball_colour_margin
+from .code_autoencoder import ball_colour_margin, soft_ball
 
-SOFTNESS = 8.0          # colour margin (0-255) over which a pixel goes from "not ball" to "ball"
 GOAL_DEPTH = 2.0        # px inside the square at which the goal answer is about sure
 
 
@@ -40,7 +39,10 @@ class CheckerTeacher:
 
     def score(self, frames: torch.Tensor, queries, timestamps=None, packed: bool = True):
         """frames [K, 3, 128, 128] in [0, 1], first and last frame of the video among them."""
-        ball = torch.sigmoid(ball_colour_margin(frames) / SOFTNESS)                # [K, H, W]
+        if len(queries) != len(self.rules):
+            raise ValueError(f"The checker teacher answers this instance's {len(self.rules)} questions "
+                             f"({', '.join(self.rules)}), got {len(queries)} queries.")
+        ball = soft_ball(ball_colour_margin(frames))                                # [K, H, W]
         area = ball.sum(dim=(-2, -1)) + 1e-3
         centroid = (ball[-1] * self.xy).sum(dim=(-2, -1)) / area[-1]
         depth = torch.minimum(centroid - self.lo, self.hi - centroid).min()
@@ -48,9 +50,6 @@ class CheckerTeacher:
         nll = {"goal": torch.nn.functional.softplus(GOAL_DEPTH - depth),
                "obstacles": (ball * self.boxes).sum() / 4.0,
                "size": 5.0 * (torch.relu(0.65 - ratio) + torch.relu(ratio - 1.35)).sum()}
-        if len(queries) != len(self.rules):
-            raise ValueError(f"The checker teacher answers this instance's {len(self.rules)} questions "
-                             f"({', '.join(self.rules)}), got {len(queries)} queries.")
         losses = torch.stack([nll[r] for r in self.rules])
         p = torch.exp(-losses.detach())
         return self._scores(losses, p, p)

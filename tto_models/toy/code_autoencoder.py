@@ -145,6 +145,12 @@ def ball_colour_margin(frames: torch.Tensor) -> torch.Tensor:
     return torch.minimum(torch.minimum(r - 200, g - 140), torch.minimum(245 - g, 110 - b))
 
 
+def soft_ball(margin: torch.Tensor) -> torch.Tensor:
+    """The checker's ball-pixel test made differentiable: from `ball_colour_margin`, a pixel goes from
+    not-ball to ball (0 to 1) over AREA_SOFTNESS units of colour margin."""
+    return torch.sigmoid(margin / AREA_SOFTNESS)
+
+
 def decoder_loss(decoded: torch.Tensor, frames: torch.Tensor, area_weight: float = AREA_WEIGHT) -> torch.Tensor:
     """Weighted pixel error, plus the checker's colour test made differentiable: ball pixels must land
     inside the ball-colour box and every other pixel outside it, by COLOUR_MARGIN (what decides area and
@@ -160,7 +166,7 @@ def decoder_loss(decoded: torch.Tensor, frames: torch.Tensor, area_weight: float
     colour = (wrong * (1.0 + OBJECT_WEIGHT * near)).mean()
     # the checker compares every frame's ball area with frame 0's: per-frame pixel errors that are small
     # on average still drew frame 0's ball 10% small and the last slot of each latent frame 30% large
-    soft = torch.sigmoid(margin / AREA_SOFTNESS).sum(dim=(-2, -1))          # [B, T]
+    soft = soft_ball(margin).sum(dim=(-2, -1))                                # [B, T]
     full = np.pi * world.BALL_RADIUS ** 2
     area = ((soft - ball.float().sum(dim=(-2, -1))) / full).pow(2).mean()
     return pixels + COLOUR_WEIGHT * colour + area_weight * area

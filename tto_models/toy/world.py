@@ -357,6 +357,14 @@ def inside_target(point, target) -> bool:
     return bool(tx <= point[0] <= tx + TARGET_SIZE and ty <= point[1] <= ty + TARGET_SIZE)
 
 
+def ball_centroid(mask: np.ndarray) -> tuple[float, float] | None:
+    """(x, y) of a frame's ball pixels' centroid in continuous coordinates, None without ball pixels."""
+    if not mask.any():
+        return None
+    ys, xs = np.nonzero(mask)
+    return (float(xs.mean() + 0.5), float(ys.mean() + 0.5))
+
+
 def check_video(frames: np.ndarray, instance: Instance) -> Verdict:
     """Score one video (uint8 [T, H, W, 3], any size) against its instance's positions."""
     frames = np.asarray(frames)
@@ -364,13 +372,8 @@ def check_video(frames: np.ndarray, instance: Instance) -> Verdict:
         raise ValueError(f"A video must be uint8 [frames, height, width, 3]; got {frames.shape}.")
     mask = ball_pixels(resize_nearest(frames))
     areas = mask.sum(axis=(1, 2))
-    last = mask[-1]
-    centroid = None
-    goal = False
-    if last.any():
-        ys, xs = np.nonzero(last)
-        centroid = (float(xs.mean() + 0.5), float(ys.mean() + 0.5))
-        goal = inside_target(centroid, instance.target)
+    centroid = ball_centroid(mask[-1])
+    goal = centroid is not None and inside_target(centroid, instance.target)
     touching = [int(t) for t in np.nonzero((mask & obstacle_boxes(instance)).any(axis=(1, 2)))[0]]
     lo, hi = AREA_RANGE[0] * areas[0], AREA_RANGE[1] * areas[0]
     size_ok = bool(areas[0] > 0 and ((areas >= lo) & (areas <= hi)).all())
@@ -386,10 +389,9 @@ def rule_margins(frames: np.ndarray, instance: Instance) -> dict[str, float]:
     mask = ball_pixels(resize_nearest(np.asarray(frames)))
     areas = mask.sum(axis=(1, 2))
     out = {"goal": -float(TARGET_SIZE)}
-    if mask[-1].any():
-        ys, xs = np.nonzero(mask[-1])
-        cx, cy = xs.mean() + 0.5, ys.mean() + 0.5
-        tx, ty = instance.target
+    centroid = ball_centroid(mask[-1])
+    if centroid is not None:
+        (cx, cy), (tx, ty) = centroid, instance.target
         out["goal"] = float(min(cx - tx, tx + TARGET_SIZE - cx, cy - ty, ty + TARGET_SIZE - cy))
     _, ys, xs = np.nonzero(mask)
     inside = int((mask & obstacle_boxes(instance)).sum())
