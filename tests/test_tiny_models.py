@@ -181,6 +181,19 @@ def test_qwen_builds_are_deterministic(qwen3_dir, work):
     assert (other / "tokenizer.json").read_bytes() == (qwen3_dir / "tokenizer.json").read_bytes()
 
 
+def test_qwen3_build_sizes_the_vision_tower_and_language_model(work):
+    import json
+
+    folder = qwen.build_tiny_qwen3vl(work / "qwen3_wide", seed=0, vision_width=128, text_layers=3)
+    config = json.loads((folder / "config.json").read_text())
+    vision, text = config["vision_config"], config["text_config"]
+    assert (vision["hidden_size"], vision["intermediate_size"], vision["num_heads"]) == (128, 256, 4)
+    assert text["num_hidden_layers"] == 3
+    layers = {k.split(".layers.")[1].split(".")[0] for k in load_file(folder / "model.safetensors")
+              if k.startswith("model.language_model.layers.")}
+    assert layers == {"0", "1", "2"}
+
+
 def test_builders_refuse_to_replace_unrelated_folders(work):
     folder = work / "not_a_checkpoint"
     folder.mkdir()

@@ -56,10 +56,10 @@ def _save_hf_model(model_cls, config, out: pathlib.Path, seed: int, ids: dict) -
 
 def _tiny_text_config(tok, ids: dict, **family) -> dict:
     """The language-model part shared by both tiny teachers; `family` adds or overrides fields."""
-    return dict(vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                num_attention_heads=4, num_key_value_heads=2, hidden_act="silu", max_position_embeddings=32768,
-                rms_norm_eps=1e-6, bos_token_id=ids["bos_token_id"], eos_token_id=ids["eos_token_id"],
-                pad_token_id=ids["pad_token_id"], tie_word_embeddings=False, **family)
+    return {**dict(vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                   num_attention_heads=4, num_key_value_heads=2, hidden_act="silu", max_position_embeddings=32768,
+                   rms_norm_eps=1e-6, bos_token_id=ids["bos_token_id"], eos_token_id=ids["eos_token_id"],
+                   pad_token_id=ids["pad_token_id"], tie_word_embeddings=False), **family}
 
 
 def _tiny_vision_config(**family) -> dict:
@@ -85,7 +85,8 @@ def _build_teacher(out_dir, seed: int, config_class, model_class, text: dict, vi
 
 
 def build_tiny_qwen3vl(out_dir, seed: int = 0, patch_size: int = 16, image_mean: float = 0.5,
-                       video_max_pixels: int = 32 * 32 * 64, vision_depth: int = 2) -> pathlib.Path:
+                       video_max_pixels: int = 32 * 32 * 64, vision_depth: int = 2, vision_width: int = 64,
+                       text_layers: int = 2) -> pathlib.Path:
     """Write a tiny random Qwen3-VL checkpoint folder and return its path.
 
     Loadable with ``Qwen3VLForConditionalGeneration.from_pretrained(out_dir, local_files_only=True)`` and
@@ -96,8 +97,9 @@ def build_tiny_qwen3vl(out_dir, seed: int = 0, patch_size: int = 16, image_mean:
     Processors as the real checkpoint's (mean = std = 0.5, fps 2, frame sampling on) but with small
     pixel budgets: video size shortest_edge 32*32*2 / longest_edge 32*32*64 (t*h*w pixels),
     image shortest_edge 32*32*4 / longest_edge 32*32*256. The folder is replaced if it exists.
-    The keyword arguments change the patch size, the pixel mean (std stays 0.5), the video pixel budget and
-    the vision depth (the toy world's teacher reads small shapes on white: patch 8, mean 1).
+    The keyword arguments change the patch size, the pixel mean (std stays 0.5), the video pixel budget, the
+    vision depth and width (heads of 32, MLP twice as wide) and the text layers (the toy world's teacher reads
+    small shapes on white: patch 8, mean 1).
     """
     from transformers import (Qwen2VLImageProcessor, Qwen3VLConfig, Qwen3VLForConditionalGeneration,
                               Qwen3VLProcessor, Qwen3VLVideoProcessor)
@@ -118,11 +120,12 @@ def build_tiny_qwen3vl(out_dir, seed: int = 0, patch_size: int = 16, image_mean:
 
     return _build_teacher(
         out_dir, seed, Qwen3VLConfig, Qwen3VLForConditionalGeneration,
-        text=dict(head_dim=32, attention_bias=False,
+        text=dict(head_dim=32, attention_bias=False, num_hidden_layers=text_layers,
                   rope_parameters={"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [6, 5, 5],
                                    "mrope_interleaved": True}),
         vision=dict(hidden_act="gelu_pytorch_tanh", patch_size=patch_size, num_position_embeddings=2304,
-                    deepstack_visual_indexes=[0], depth=vision_depth),
+                    deepstack_visual_indexes=[0], depth=vision_depth, hidden_size=vision_width,
+                    intermediate_size=2 * vision_width, num_heads=vision_width // 32),
         processor=processor)
 
 

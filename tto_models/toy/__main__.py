@@ -100,10 +100,11 @@ def _train_teacher(args) -> int:
     if args.loop_instances or args.checker_loop_instances:
         from .probe import Pack
 
-        if not (args.resume and decoder is not None and reasoner is not None):
-            raise ValueError("--loop-instances and --checker-loop-instances need --resume (the teacher the loop "
-                             "runs with), --autoencoder and --reasoner.")
-        pack = Pack(args.reasoner, args.autoencoder, args.resume)
+        loop_teacher = args.loop_teacher or args.resume
+        if not (loop_teacher and decoder is not None and reasoner is not None):
+            raise ValueError("--loop-instances and --checker-loop-instances need --resume or --loop-teacher (the "
+                             "teacher the loop runs with), --autoencoder and --reasoner.")
+        pack = Pack(args.reasoner, args.autoencoder, loop_teacher)
         start = T.LOOP_INDEX if args.loop_start is None else args.loop_start
         loop = T.loop_examples(pack, args.loop_instances, start=start)
         loop += T.loop_examples(pack, args.checker_loop_instances, checker=True, start=start + args.loop_instances)
@@ -111,7 +112,8 @@ def _train_teacher(args) -> int:
         train += loop * args.loop_repeat
     print(f"{len(train)} training clips, {len(held_out)} held out ({time.time() - tick:.0f} s)",
           flush=True)
-    teacher = T.load(args.resume) if args.resume else T.build(args.out, seed=args.seed)
+    teacher = T.load(args.resume) if args.resume else T.build(args.out, seed=args.seed, vision_width=args.vision_width,
+                                                              text_layers=args.text_layers)
     if args.vision_steps:
         T.pretrain_vision(teacher, train, args.vision_steps, args.batch, seed=args.seed)
     T.train(teacher, train, args.steps, args.batch, args.lr, seed=args.seed, softness=args.soft_labels)
@@ -257,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--n", type=int, default=1200, help="training clips")
     t.add_argument("--loop-instances", type=int, default=0,
                    help="also the clips the loop shows this teacher (--resume) on this many training instances")
+    t.add_argument("--loop-teacher", help="the teacher the loop runs with for --loop-instances (default: --resume)")
     t.add_argument("--checker-loop-instances", type=int, default=0,
                    help="also the clips the loop shows when the checker is its teacher, on this many instances")
     t.add_argument("--loop-start", type=int, default=None,
@@ -265,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--soft-labels", type=float, default=0.0,
                    help="px: learn P(Yes) as a sigmoid of how clearly each rule holds, over this scale (0: hard labels)")
     t.add_argument("--loop-repeat", type=int, default=2, help="how many times each loop clip enters the training set")
+    t.add_argument("--vision-width", type=int, default=64, help="a fresh teacher's vision tower width (multiple of 32)")
+    t.add_argument("--text-layers", type=int, default=2, help="a fresh teacher's language-model layers")
     t.add_argument("--vision-steps", type=int, default=300, help="dense per-token pre-training of the vision tower")
     t.add_argument("--steps", type=int, default=600)
     t.add_argument("--batch", type=int, default=8)

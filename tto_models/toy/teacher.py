@@ -253,11 +253,11 @@ def save(teacher, folder, origin) -> None:
                 shutil.copy2(f, folder / f.name)
 
 
-def build(folder, seed: int = 0):
+def build(folder, seed: int = 0, vision_width: int = 64, text_layers: int = 2):
     from tto_models.qwen import build_tiny_qwen3vl
 
     build_tiny_qwen3vl(folder, seed=seed, patch_size=8, image_mean=1.0, video_max_pixels=32 * 32 * 256,
-                       vision_depth=4)
+                       vision_depth=4, vision_width=vision_width, text_layers=text_layers)
     return load(folder)
 
 
