@@ -192,6 +192,8 @@ def test_qwen3_build_sizes_the_vision_tower_and_language_model(work):
     layers = {k.split(".layers.")[1].split(".")[0] for k in load_file(folder / "model.safetensors")
               if k.startswith("model.language_model.layers.")}
     assert layers == {"0", "1", "2"}
+    with pytest.raises(ValueError, match="multiple of 32"):
+        qwen.build_tiny_qwen3vl(work / "qwen3_odd", seed=0, vision_width=80)
 
 
 def test_builders_refuse_to_replace_unrelated_folders(work):

@@ -127,6 +127,16 @@ def test_a_saved_teacher_keeps_the_processor_settings_of_the_folder_it_came_from
     assert T.load(tmp_path / "resumed").spec.patch_size == 8
 
 
+def test_train_teacher_refuses_sizes_for_a_resumed_teacher(tmp_path, capsys):
+    from tto_models.toy.__main__ import main
+
+    code = main(["train-teacher", "--out", str(tmp_path / "t"), "--resume", str(tmp_path / "old"),
+                 "--vision-width", "128", "--n", "1", "--eval", "0"])
+    assert code == 2
+    assert "--vision-width and --text-layers size a fresh teacher" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()
+
+
 def test_soft_labels_sit_on_the_checker_side_and_grow_surer_with_the_margin():
     ins = next(W.generate_instance(5, i) for i in range(50) if not W.generate_instance(5, i).obstacles)
     gt = ins.centres()

@@ -85,8 +85,8 @@ def _build_teacher(out_dir, seed: int, config_class, model_class, text: dict, vi
 
 
 def build_tiny_qwen3vl(out_dir, seed: int = 0, patch_size: int = 16, image_mean: float = 0.5,
-                       video_max_pixels: int = 32 * 32 * 64, vision_depth: int = 2, vision_width: int = 64,
-                       text_layers: int = 2) -> pathlib.Path:
+                       video_max_pixels: int = 32 * 32 * 64, vision_depth: int = 2, vision_width: int | None = None,
+                       text_layers: int | None = None) -> pathlib.Path:
     """Write a tiny random Qwen3-VL checkpoint folder and return its path.
 
     Loadable with ``Qwen3VLForConditionalGeneration.from_pretrained(out_dir, local_files_only=True)`` and
@@ -98,9 +98,11 @@ def build_tiny_qwen3vl(out_dir, seed: int = 0, patch_size: int = 16, image_mean:
     pixel budgets: video size shortest_edge 32*32*2 / longest_edge 32*32*64 (t*h*w pixels),
     image shortest_edge 32*32*4 / longest_edge 32*32*256. The folder is replaced if it exists.
     The keyword arguments change the patch size, the pixel mean (std stays 0.5), the video pixel budget, the
-    vision depth and width (heads of 32, MLP twice as wide) and the text layers (the toy world's teacher reads
-    small shapes on white: patch 8, mean 1).
+    vision depth and width (heads of 32, MLP twice as wide) and the text layers, where given (the toy world's
+    teacher reads small shapes on white: patch 8, mean 1).
     """
+    if vision_width is not None and (vision_width <= 0 or vision_width % 32):
+        raise ValueError(f"vision_width must be a positive multiple of 32 (heads of 32), got {vision_width}")
     from transformers import (Qwen2VLImageProcessor, Qwen3VLConfig, Qwen3VLForConditionalGeneration,
                               Qwen3VLProcessor, Qwen3VLVideoProcessor)
 
@@ -120,12 +122,13 @@ def build_tiny_qwen3vl(out_dir, seed: int = 0, patch_size: int = 16, image_mean:
 
     return _build_teacher(
         out_dir, seed, Qwen3VLConfig, Qwen3VLForConditionalGeneration,
-        text=dict(head_dim=32, attention_bias=False, num_hidden_layers=text_layers,
+        text=dict(head_dim=32, attention_bias=False, **({} if text_layers is None else {"num_hidden_layers": text_layers}),
                   rope_parameters={"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [6, 5, 5],
                                    "mrope_interleaved": True}),
         vision=dict(hidden_act="gelu_pytorch_tanh", patch_size=patch_size, num_position_embeddings=2304,
-                    deepstack_visual_indexes=[0], depth=vision_depth, hidden_size=vision_width,
-                    intermediate_size=2 * vision_width, num_heads=vision_width // 32),
+                    deepstack_visual_indexes=[0], depth=vision_depth,
+                    **({} if vision_width is None else dict(hidden_size=vision_width, intermediate_size=2 * vision_width,
+                                                            num_heads=vision_width // 32))),
         processor=processor)
 
 

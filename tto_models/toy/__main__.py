@@ -90,6 +90,8 @@ def _train_teacher(args) -> int:
     from . import teacher as T
     from .taehv import load as load_taehv
 
+    if args.resume and (args.vision_width or args.text_layers):
+        raise ValueError("--vision-width and --text-layers size a fresh teacher; --resume keeps its teacher's sizes.")
     torch.set_num_threads(args.threads)
     decoder = load_taehv(args.autoencoder) if args.autoencoder else None
     reasoner = R.load(args.reasoner) if args.reasoner else None
@@ -181,7 +183,7 @@ def _probe_loop(args) -> int:
 def _probe_best_of(args) -> int:
     from . import probe, world
 
-    pack = probe.Pack(args.reasoner, args.autoencoder, args.teacher)
+    pack = probe.Pack(args.reasoner, args.autoencoder)
     rows = probe.best_of_checker(pack, [world.generate_instance(args.stream, i)
                                         for i in range(args.start, args.start + args.n)], args.candidates,
                                  log=lambda row: print(row, flush=True))
@@ -258,7 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--shares", default="0.2,0.2,0.2,0.2,0.2", help="shares of drawn,decoded,sample,one_step,moved clips")
     t.add_argument("--n", type=int, default=1200, help="training clips")
     t.add_argument("--loop-instances", type=int, default=0,
-                   help="also the clips the loop shows this teacher (--resume) on this many training instances")
+                   help="also the clips the loop shows its teacher (--loop-teacher, else --resume) on this many "
+                        "training instances")
     t.add_argument("--loop-teacher", help="the teacher the loop runs with for --loop-instances (default: --resume)")
     t.add_argument("--checker-loop-instances", type=int, default=0,
                    help="also the clips the loop shows when the checker is its teacher, on this many instances")
@@ -268,8 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--soft-labels", type=float, default=0.0,
                    help="px: learn P(Yes) as a sigmoid of how clearly each rule holds, over this scale (0: hard labels)")
     t.add_argument("--loop-repeat", type=int, default=2, help="how many times each loop clip enters the training set")
-    t.add_argument("--vision-width", type=int, default=64, help="a fresh teacher's vision tower width (multiple of 32)")
-    t.add_argument("--text-layers", type=int, default=2, help="a fresh teacher's language-model layers")
+    t.add_argument("--vision-width", type=int, help="a fresh teacher's vision tower width, a multiple of 32 "
+                                                     "(default: the tiny Qwen3-VL's)")
+    t.add_argument("--text-layers", type=int, help="a fresh teacher's language-model layers (default: the tiny Qwen3-VL's)")
     t.add_argument("--vision-steps", type=int, default=300, help="dense per-token pre-training of the vision tower")
     t.add_argument("--steps", type=int, default=600)
     t.add_argument("--batch", type=int, default=8)
@@ -308,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("probe-best-of", help="how many of N stock samples per instance the checker passes (in process): "
                                              "Best-of-N's ceiling, a selector that is never wrong")
-    for name in ("--reasoner", "--autoencoder", "--teacher"):
+    for name in ("--reasoner", "--autoencoder"):
         b.add_argument(name, required=True)
     b.add_argument("--stream", type=int, default=1000, help="instance stream")
     b.add_argument("--start", type=int, default=0)

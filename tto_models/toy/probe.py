@@ -21,7 +21,8 @@ from . import world
 class Pack:
     """The models loaded once, as the host's loaders and the pack's teacher loader would load them."""
 
-    def __init__(self, reasoner_file, taehv_file, teacher_dir):
+    def __init__(self, reasoner_file, taehv_file, teacher_dir=None):
+        """`teacher_dir`: the trained teacher, for the loop (None: sampling and decoding only)."""
         comfy = R.host()
         from tto_runner.paths import import_as_pack
 
@@ -36,9 +37,11 @@ class Pack:
         self.Query = engine.Query
         self.model = R.load(reasoner_file)
         self.vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(str(taehv_file)))
-        self.teacher = engine.VLMTeacher.from_pretrained(teacher_dir, dtype=torch.float32,
-                                                         gradient_checkpointing=False)
-        memory.manage(self.teacher)
+        self.teacher = None
+        if teacher_dir is not None:
+            self.teacher = engine.VLMTeacher.from_pretrained(teacher_dir, dtype=torch.float32,
+                                                             gradient_checkpointing=False)
+            memory.manage(self.teacher)
         cond = R.prompt_embedding()
         self.positive = [[cond, {}]]
         self.negative = [[cond, {}]]

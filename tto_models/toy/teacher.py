@@ -253,7 +253,7 @@ def save(teacher, folder, origin) -> None:
                 shutil.copy2(f, folder / f.name)
 
 
-def build(folder, seed: int = 0, vision_width: int = 64, text_layers: int = 2):
+def build(folder, seed: int = 0, vision_width: int | None = None, text_layers: int | None = None):
     from tto_models.qwen import build_tiny_qwen3vl
 
     build_tiny_qwen3vl(folder, seed=seed, patch_size=8, image_mean=1.0, video_max_pixels=32 * 32 * 256,
