@@ -134,3 +134,17 @@ def test_moving_the_still_things_moves_only_them(instances):
     np.testing.assert_array_equal(moved[LC.MARK_CHANNEL:, :3], code[LC.MARK_CHANNEL:, :3])
     assert not moved[LC.INK_CHANNEL:LC.USED_CHANNELS, 4].any()                           # faded: no ink
     np.testing.assert_allclose(moved[LC.MARK_CHANNEL:LC.INK_CHANNEL, 4], -LC.REACH)      # marks far away
+
+
+def test_scene_kept_measures_faded_ink_and_a_drifting_square(instances):
+    ins = next(i for i in instances if len(i.obstacles) == 2)
+    code = LC.encode(ins)
+    assert LC.scene_kept(code, ins) == pytest.approx({"ink_kept": 1.0, "target_drift_px": 0.0}, abs=0.3)
+    goal = np.asarray(ins.target_centre)
+    targets = goal + np.linspace(0, 1, LC.LATENT_FRAMES)[:, None] * np.array([6.0, -8.0])
+    half_faded = LC.with_still_moved(code, targets, np.array([0, 0.5, 0.5, 0.5, 0.5]))
+    kept = LC.scene_kept(half_faded, ins)
+    assert kept["ink_kept"] == pytest.approx(0.5, abs=0.01)
+    assert kept["target_drift_px"] == pytest.approx(10.0, abs=0.5)
+    no_marks = next(i for i in instances if not i.obstacles)
+    assert LC.scene_kept(LC.encode(no_marks), no_marks)["ink_kept"] is None

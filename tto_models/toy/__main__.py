@@ -74,7 +74,7 @@ def _train_reasoner(args) -> int:
         report = R.evaluate(patcher, args.eval, decoder=decoder) if args.eval else {}
         print(f"step {step}: wrote {path}", json.dumps(report), flush=True)
 
-    R.train(patcher, R.Schedule(args.steps, args.batch, args.lr), seed=args.seed, checkpoint=checkpoint,
+    R.train(patcher, R.Schedule(args.steps, args.batch, args.lr, args.still_weight), seed=args.seed, checkpoint=checkpoint,
             checkpoint_every=args.checkpoint_every, encoder=decoder if args.encoded_first_frames else None,
             start_index=args.start_index)
     R.save(patcher, out)
@@ -243,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch", type=int, default=16)
     r.add_argument("--lr", type=float, default=1e-3)
     r.add_argument("--seed", type=int, default=1)
+    r.add_argument("--still-weight", type=float, default=1.0,
+                   help="loss weight of the still channels (target, marks, ink) against the ball's")
     r.add_argument("--checkpoint-every", type=int, default=0)
     r.add_argument("--eval", type=int, default=100, help="held-out instances sampled at each checkpoint (0: none)")
     r.add_argument("--autoencoder", help="a trained toy TAEHV: also judge the decoded videos")

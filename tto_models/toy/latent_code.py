@@ -149,6 +149,21 @@ def target_centre(code: np.ndarray) -> np.ndarray:
     return _read_point(code[TARGET_CHANNEL, 0], code[TARGET_CHANNEL + 1, 0])
 
 
+def scene_kept(code: np.ndarray, instance: world.Instance) -> dict[str, float | None]:
+    """How well a code keeps what should stay still after latent frame 0: the marks' ink in the later latent
+    frames as a share of the instance's (projected on it; None without marks), and how far the target's
+    centre has drifted by the last latent frame, in pixels."""
+    code = np.asarray(code, np.float64)
+    true_ink = ink(instance).astype(np.float64)
+    norm = float((true_ink * true_ink).sum())
+    kept = None
+    if norm > 0:
+        kept = float(np.mean([(code[INK_CHANNEL:USED_CHANNELS, t] * true_ink).sum() / norm
+                              for t in range(1, LATENT_FRAMES)]))
+    end = _read_point(code[TARGET_CHANNEL, -1], code[TARGET_CHANNEL + 1, -1])
+    return {"ink_kept": kept, "target_drift_px": float(np.hypot(*(end - np.asarray(instance.target_centre))))}
+
+
 def plan_verdict(code: np.ndarray, instance: world.Instance) -> world.Verdict:
     """The checker's three rules applied to the ball positions and sizes a code holds (not to pixels): what a
     perfect decoder of this code would be judged. The scene (target, marks) is the instance's."""
