@@ -239,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True, help="where to write it (safetensors, loads in stock UNETLoader); "
                                                 "checkpoints go beside it as <name>.stepN.safetensors")
     r.add_argument("--resume", help="continue training this reasoner file")
-    r.add_argument("--steps", type=int, default=400)
+    r.add_argument("--steps", type=int, default=400, help="training steps (0 with --resume: only judge that reasoner)")
     r.add_argument("--batch", type=int, default=16)
     r.add_argument("--lr", type=float, default=1e-3)
     r.add_argument("--seed", type=int, default=1)
