@@ -41,6 +41,8 @@ def test_the_still_weight_scales_only_the_channels_that_never_move():
     repeats = np.all(code == code[:, :1], axis=(1, 2, 3))
     positions = [c for c in range(LC.BALL_CHANNEL, LC.TARGET_CHANNEL) if (c - LC.BALL_CHANNEL) % 3 != 2]
     assert repeats[LC.TARGET_CHANNEL:LC.USED_CHANNELS].all() and not repeats[positions].any()
+    with pytest.raises(ValueError, match="positive"):
+        R.channel_weights(0.0)
 
 
 @pytest.fixture(scope="module")

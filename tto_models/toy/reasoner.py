@@ -94,6 +94,8 @@ def channel_weights(still_weight: float) -> torch.Tensor:
     """[1, 48, 1, 1, 1] loss weights: `still_weight` on what never moves, 1 elsewhere. A video model keeps
     the scene long before it gets the motion right; weighting the still channels gives the toy reasoner that
     order, so its brief training leaves the rule breaks in the ball's path and not in erased marks."""
+    if not still_weight > 0:
+        raise ValueError(f"The still channels' loss weight must be positive, got {still_weight}.")
     weights = torch.ones(LC.CHANNELS)
     weights[LC.TARGET_CHANNEL:LC.USED_CHANNELS] = still_weight
     return weights.view(1, -1, 1, 1, 1)
