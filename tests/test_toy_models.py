@@ -34,13 +34,13 @@ def test_reasoner_is_a_stock_wan22_5b_and_keeps_the_first_frame(comfy, tmp_path)
 def test_the_still_weight_scales_only_the_channels_that_never_move():
     weights = R.channel_weights(10.0).flatten()
     still = torch.zeros(LC.CHANNELS, dtype=torch.bool)
-    still[LC.TARGET_CHANNEL:LC.USED_CHANNELS] = True
+    still[LC.STILL_CHANNELS] = True
     assert torch.all(weights[still] == 10.0) and torch.all(weights[~still] == 1.0)
     # the weighted channels are the ones a code repeats in every latent frame; the ball's positions move
     code = LC.encode(W.generate_instance(5, 1))
     repeats = np.all(code == code[:, :1], axis=(1, 2, 3))
     positions = [c for c in range(LC.BALL_CHANNEL, LC.TARGET_CHANNEL) if (c - LC.BALL_CHANNEL) % 3 != 2]
-    assert repeats[LC.TARGET_CHANNEL:LC.USED_CHANNELS].all() and not repeats[positions].any()
+    assert repeats[LC.STILL_CHANNELS].all() and not repeats[positions].any()
     with pytest.raises(ValueError, match="positive"):
         R.channel_weights(0.0)
 

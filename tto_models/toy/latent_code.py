@@ -42,6 +42,7 @@ INK_CHANNEL = 18
 SUB_BLOCK = 4                        # ink resolution in pixels
 INK_GAIN = 2.0
 USED_CHANNELS = INK_CHANNEL + (CELL // SUB_BLOCK) ** 2   # 34
+STILL_CHANNELS = slice(TARGET_CHANNEL, USED_CHANNELS)     # what never moves: target, marks, ink
 ABSENT_MARK = (-3 * SCALE, -3 * SCALE)   # a missing mark's centre, far outside the frame
 
 SHAPE = (CHANNELS, LATENT_FRAMES, GRID, GRID)
@@ -144,9 +145,9 @@ def ball_track(code: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(centres), np.asarray(radii)
 
 
-def target_centre(code: np.ndarray) -> np.ndarray:
-    """The target's centre read from latent frame 0 of a code."""
-    return _read_point(code[TARGET_CHANNEL, 0], code[TARGET_CHANNEL + 1, 0])
+def target_centre(code: np.ndarray, latent_frame: int = 0) -> np.ndarray:
+    """The target's centre read from one latent frame of a code (default: frame 0)."""
+    return _read_point(code[TARGET_CHANNEL, latent_frame], code[TARGET_CHANNEL + 1, latent_frame])
 
 
 def scene_kept(code: np.ndarray, instance: world.Instance) -> dict[str, float | None]:
@@ -160,8 +161,8 @@ def scene_kept(code: np.ndarray, instance: world.Instance) -> dict[str, float | 
     if norm > 0:
         kept = float(np.mean([(code[INK_CHANNEL:USED_CHANNELS, t] * true_ink).sum() / norm
                               for t in range(1, LATENT_FRAMES)]))
-    end = _read_point(code[TARGET_CHANNEL, -1], code[TARGET_CHANNEL + 1, -1])
-    return {"ink_kept": kept, "target_drift_px": float(np.hypot(*(end - np.asarray(instance.target_centre))))}
+    drift = target_centre(code, -1) - np.asarray(instance.target_centre)
+    return {"ink_kept": kept, "target_drift_px": float(np.hypot(*drift))}
 
 
 def plan_verdict(code: np.ndarray, instance: world.Instance) -> world.Verdict:

@@ -97,7 +97,7 @@ def channel_weights(still_weight: float) -> torch.Tensor:
     if not still_weight > 0:
         raise ValueError(f"The still channels' loss weight must be positive, got {still_weight}.")
     weights = torch.ones(LC.CHANNELS)
-    weights[LC.TARGET_CHANNEL:LC.USED_CHANNELS] = still_weight
+    weights[LC.STILL_CHANNELS] = still_weight
     return weights.view(1, -1, 1, 1, 1)
 
 
