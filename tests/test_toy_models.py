@@ -45,6 +45,15 @@ def test_the_still_weight_scales_only_the_channels_that_never_move():
         R.channel_weights(0.0)
 
 
+def test_train_reasoner_refuses_a_bad_still_weight_before_writing_anything(tmp_path, capsys):
+    from tto_models.toy.__main__ import main
+
+    out = tmp_path / "r.safetensors"
+    assert main(["train-reasoner", "--out", str(out), "--still-weight", "-1", "--eval", "0"]) == 2
+    assert "loss weight must be positive" in capsys.readouterr().err
+    assert not out.exists()
+
+
 @pytest.fixture(scope="module")
 def toy_teacher(tmp_path_factory):
     return T.build(tmp_path_factory.mktemp("toy_teacher") / "teacher")

@@ -65,6 +65,7 @@ def _train_reasoner(args) -> int:
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)
+    schedule = R.Schedule(args.steps, args.batch, args.lr, args.still_weight)
     patcher = R.load(args.resume) if args.resume else R.new(out, seed=args.seed)
     decoder = load_taehv(args.autoencoder) if args.autoencoder else None
 
@@ -74,7 +75,7 @@ def _train_reasoner(args) -> int:
         report = R.evaluate(patcher, args.eval, decoder=decoder) if args.eval else {}
         print(f"step {step}: wrote {path}", json.dumps(report), flush=True)
 
-    R.train(patcher, R.Schedule(args.steps, args.batch, args.lr, args.still_weight), seed=args.seed, checkpoint=checkpoint,
+    R.train(patcher, schedule, seed=args.seed, checkpoint=checkpoint,
             checkpoint_every=args.checkpoint_every, encoder=decoder if args.encoded_first_frames else None,
             start_index=args.start_index)
     R.save(patcher, out)

@@ -89,6 +89,9 @@ class Schedule:
     lr: float = 1e-3
     still_weight: float = 1.0   # loss weight of the still channels (target, marks, ink) against the ball's
 
+    def __post_init__(self):
+        channel_weights(self.still_weight)   # refuse a bad weight before any model is built or written
+
 
 def channel_weights(still_weight: float) -> torch.Tensor:
     """[1, 48, 1, 1, 1] loss weights: `still_weight` on what never moves, 1 elsewhere. A video model keeps
